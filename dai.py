@@ -1,0 +1,589 @@
+"""Deep active inference as variational policy gradients (Millidge 2019), in one file.
+
+    pip install -r requirements.txt
+    python dai.py CartPole-v1                      # train with the defaults (50k env steps)
+    python dai.py Acrobot-v1 --total-steps 100000 --seed 1
+    python dai.py --help                           # every hyperparameter, its meaning and default
+    python -m pytest -q test_dai.py                # the tests
+
+The agent picks actions that minimise the expected free energy (EFE) G of the future. Reward is
+read as the log prior preference over outcomes, so -r is the pragmatic part of G; the transition
+model's surprise at an outcome is its epistemic part (information gain), which makes an action
+more attractive. Three networks and a target copy learn from a replay buffer:
+
+    transition model   f(s, a) ~ s' - s                                   transition(), transition_loss()
+    prediction error   eps(s, a, s') = 1/2 |s' - s - f(s, a)|^2           prediction_error()
+    EFE value net      G(s, .) one estimate per action, lower is better   efe_loss()
+    EFE target         y = -r - lambda*eps + gamma*(1 - terminated)*V(s') efe_targets()
+    bootstrap value    V(s') = sum_a' q(a'|s') Gbar(s', a')   or  min_a' Gbar(s', a')   bootstrap_value()
+    policy net         q(.|s) = softmax(logits(s))
+    policy loss        KL[ q(.|s) || softmax(-beta * G(s, .)) ]           policy_loss()
+    precision          beta = 1/alpha, log alpha learned to hold a target entropy   precision_gradient()
+    target net         Gbar <- (1 - tau) Gbar + tau G                     (in train())
+
+Minimising the policy loss is a policy-gradient step on E_q[-beta G] + H[q]: maximum-entropy RL
+(discrete soft actor-critic) with -G in place of Q and the precision beta as inverse temperature.
+With epistemic_weight = 0 it *is* discrete SAC on -G; with beta -> infinity as well it is greedy
+Q-learning on -G (the paper's Q-learning baseline).
+
+The file reads top to bottom: config -> maths helpers -> networks and losses -> optimiser ->
+replay buffer -> acting -> training loop -> evaluation -> command line.
+"""
+
+import argparse
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass
+
+import autograd.numpy as anp  # used inside every function that autograd differentiates
+import gymnasium as gym
+import numpy as np  # used everywhere else
+from autograd import value_and_grad
+from autograd.extend import defvjp, primitive
+
+
+# ---------------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Config:
+    """Every hyperparameter. Each field is a command-line flag of the same name in kebab case."""
+
+    env_id: str = "CartPole-v1"  # Gymnasium id: Discrete actions, flat Box or Discrete observations
+    seed: int = 0  # seeds the env, its action space and the one NumPy generator used for the rest
+    total_steps: int = 50_000  # environment steps to train for
+    hidden_size: int = 128  # ReLU units in each hidden layer of all three networks
+    hidden_layers: int = 2  # hidden layers in each network
+    learning_rate: float = 1e-3  # Adam step size for the three networks
+    batch_size: int = 64  # transitions per minibatch update
+    buffer_size: int = 100_000  # replay buffer capacity (oldest transitions are overwritten)
+    learning_starts: int = 1_000  # env steps collected before the first update
+    train_every: int = 1  # env steps between update rounds
+    updates: int = 1  # minibatch updates per update round
+    gamma: float = 0.99  # discount of future expected free energy, in [0, 1)
+    tau: float = 0.005  # Polyak rate of the target EFE net, in (0, 1]; 1 = hard copy every update
+    epistemic_weight: float = 1.0  # lambda: weight of the prediction-error (information gain) term
+    bootstrap: str = "expectation"  # V(s'): "expectation" under q, or "min" over actions
+    precision: float = 1.0  # beta: fixed precision, or the starting value when it is learned
+    learn_precision: bool = True  # learn beta to hold the policy entropy at target_entropy
+    target_entropy: float = 0.3  # policy entropy to hold, as a fraction of log(n_actions), in (0, 1)
+    precision_learning_rate: float = 3e-4  # Adam step size of log(1/beta)
+    eval_every: int = 2_500  # env steps between evaluations; 0 = only at the end
+    eval_episodes: int = 20  # episodes per evaluation (policy mode, env seeded seed + 10000)
+    log_every: int = 2_500  # env steps between progress lines
+
+
+# ---------------------------------------------------------------------------------------------
+# Maths helpers
+# ---------------------------------------------------------------------------------------------
+def log_softmax(x):
+    """log softmax over the last axis, x - logsumexp(x), stable for large |x|."""
+    m = anp.max(x, axis=-1, keepdims=True)
+    return x - m - anp.log(anp.sum(anp.exp(x - m), axis=-1, keepdims=True))
+
+
+def softmax(x):
+    return anp.exp(log_softmax(x))
+
+
+def entropy(logits):
+    """H[q] = -sum_a q(a) log q(a) for each row of logits."""
+    logq = log_softmax(logits)
+    return -anp.sum(anp.exp(logq) * logq, axis=-1)
+
+
+def one_hot(index, n):
+    """(batch,) integers -> (batch, n) float32 one-hot rows."""
+    return np.eye(n, dtype=np.float32)[index]
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks and losses
+# ---------------------------------------------------------------------------------------------
+# Each network is a multilayer perceptron stored as a list of (W, b) pairs. All parameters of the
+# three networks live in one flat vector `theta`; the (W, b) arrays are reshaped *views* into it,
+# so one vector operation (the Adam step) updates every network at once.
+NETWORKS = ("transition", "efe", "policy")
+
+
+def network_sizes(obs_dim, n_actions, cfg):
+    """Layer sizes of each network: input, hidden..., output."""
+    hidden = [cfg.hidden_size] * cfg.hidden_layers
+    return {
+        "transition": [obs_dim + n_actions, *hidden, obs_dim],  # (s, one-hot a) -> s' - s
+        "efe": [obs_dim, *hidden, n_actions],  # s -> G(s, a) for every a
+        "policy": [obs_dim, *hidden, n_actions],  # s -> logits of q(a|s)
+    }
+
+
+def n_mlp_params(sizes):
+    return sum(m * n + n for m, n in zip(sizes[:-1], sizes[1:]))
+
+
+def mlp_views(flat, sizes):
+    """The (W, b) list of one MLP as views into the flat vector `flat`."""
+    layers, i = [], 0
+    for m, n in zip(sizes[:-1], sizes[1:]):
+        W = flat[i : i + m * n].reshape(m, n)
+        b = flat[i + m * n : i + m * n + n]
+        layers.append((W, b))
+        i += m * n + n
+    return layers
+
+
+def param_views(theta, sizes):
+    """{network name: [(W, b), ...]} as views into theta, laid out in the order of NETWORKS."""
+    params, start = {}, 0
+    for name in NETWORKS:
+        stop = start + n_mlp_params(sizes[name])
+        params[name] = mlp_views(theta[start:stop], sizes[name])
+        start = stop
+    return params
+
+
+def efe_slice(sizes):
+    """Where the EFE net's parameters sit in theta (the target net copies this slice)."""
+    start = n_mlp_params(sizes["transition"])
+    return slice(start, start + n_mlp_params(sizes["efe"]))
+
+
+def init_params(rng, sizes):
+    """He-normal weights, zero biases; the policy's output layer is scaled by 0.01 so that q
+    starts uniform (the first steps are then random exploration). Returns (theta, params)."""
+    theta = np.zeros(sum(n_mlp_params(s) for s in sizes.values()), dtype=np.float32)
+    params = param_views(theta, sizes)
+    for name in NETWORKS:
+        for W, b in params[name]:
+            W[...] = rng.normal(0.0, np.sqrt(2.0 / W.shape[0]), W.shape)
+        params[name][-1][0][...] *= 0.01 if name == "policy" else 1.0
+    return theta, params
+
+
+def mlp_inputs(layers, x):
+    """Forward pass keeping each layer's input: [x, h1, h2, ...] and the output (batch, out)."""
+    inputs = [x]
+    for W, b in layers[:-1]:
+        inputs.append(np.maximum(inputs[-1] @ W + b, 0.0))  # ReLU hidden layer
+    W, b = layers[-1]
+    return inputs, inputs[-1] @ W + b
+
+
+@primitive
+def mlp(layers, x):
+    """(batch, in) -> (batch, out): ReLU hidden layers, linear output. `x` is data (never
+    differentiated); the gradient with respect to `layers` is mlp_vjp, written out below."""
+    return mlp_inputs(layers, x)[1]
+
+
+def mlp_vjp(out, layers, x):
+    """Backpropagation through mlp(), by hand: autograd would trace every dot, add and ReLU at
+    ~10 us of bookkeeping each, which makes this the difference between ~5 and ~1.5 ms per
+    update. The losses built on mlp() are still differentiated by autograd."""
+    inputs, _ = mlp_inputs(layers, x)
+
+    def vjp(g):  # g: dL/d(out), (batch, out)
+        g = g.astype(x.dtype)  # autograd hands back float64; mixed-precision matmuls are slow
+        grads = []
+        for (W, b), h in zip(reversed(layers), reversed(inputs)):
+            grads.append((h.T @ g, g.sum(axis=0)))  # dL/dW (in, out), dL/db (out,)
+            g = (g @ W.T) * (h > 0)  # back through the ReLU that produced h
+        return grads[::-1]
+
+    return vjp
+
+
+defvjp(mlp, mlp_vjp)
+
+
+def transition(layers, s, a_onehot):
+    """f(s, a): the predicted state change s' - s.  (batch, obs_dim)"""
+    return mlp(layers, anp.concatenate([s, a_onehot], axis=1))
+
+
+def prediction_error(layers, s, a_onehot, s_next):
+    """eps(s, a, s') = 1/2 |s' - s - f(s, a)|^2: the transition model's surprise (Gaussian
+    likelihood, unit variance) at each transition.  (batch,)"""
+    return 0.5 * anp.sum((s_next - s - transition(layers, s, a_onehot)) ** 2, axis=1)
+
+
+def transition_loss(layers, s, a_onehot, s_next):
+    """L_T = mean eps(s, a, s'): fit the transition model by maximum likelihood."""
+    return anp.mean(prediction_error(layers, s, a_onehot, s_next))
+
+
+def efe_loss(layers, s, a_onehot, y):
+    """L_G = mean (G(s, a) - y)^2 with y a constant from efe_targets()."""
+    g = anp.sum(mlp(layers, s) * a_onehot, axis=1)  # (batch,) G of the action taken
+    return anp.mean((g - y) ** 2)
+
+
+def policy_loss(layers, s, g, beta):
+    """L_q = mean_s KL[q(.|s) || p(.|s)] with p = softmax(-beta G(s, .)), G a constant.
+
+    = sum_a q (log q + beta G) + log Z(s): the exact KL over all actions (no sampling). It is zero
+    exactly when q = softmax(-beta G) and positive elsewhere; its gradient is the variational
+    policy gradient of E_q[-beta G] + H[q]."""
+    logq = log_softmax(mlp(layers, s))  # (batch, n_actions)
+    logp = log_softmax(-beta * g)  # (batch, n_actions), constant
+    return anp.mean(anp.sum(anp.exp(logq) * (logq - logp), axis=1))
+
+
+# One autograd call per loss: each network's parameters appear in its own loss only. (Summing the
+# three losses into one call is slower here: autograd's bookkeeping for a nested parameter
+# container costs more than two extra calls.)
+transition_loss_and_grad = value_and_grad(transition_loss)
+efe_loss_and_grad = value_and_grad(efe_loss)
+policy_loss_and_grad = value_and_grad(policy_loss)
+
+
+def bootstrap_value(g_next, logits_next, kind):
+    """V(s') from the target net's Gbar(s', .): its expectation under q(.|s') ("expectation"),
+    or its minimum over actions ("min", the author's main variant).  (batch,)"""
+    if kind == "expectation":
+        return np.sum(softmax(logits_next) * g_next, axis=1)
+    return np.min(g_next, axis=1)
+
+
+def efe_targets(r, eps, terminated, v_next, gamma, epistemic_weight):
+    """y = -r - lambda*eps + gamma*(1 - terminated)*V(s').
+
+    -r is the pragmatic (extrinsic) value; -lambda*eps the epistemic value: the author's sign, so
+    surprising transitions *lower* G and the agent seeks them out. A terminal s' has no future;
+    a truncated (time-limit) one does, so only `terminated` stops the bootstrap.  (batch,)"""
+    return -r - epistemic_weight * eps + gamma * (1.0 - terminated) * v_next
+
+
+def precision_gradient(batch_entropy, target_entropy):
+    """d/d(log alpha) of the temperature loss log(alpha) * (H[q] - target), alpha = 1/beta:
+    too random a policy (H > target) lowers alpha, i.e. raises the precision beta."""
+    return np.float32(np.mean(batch_entropy) - target_entropy)
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimiser
+# ---------------------------------------------------------------------------------------------
+def adam_init(x):
+    return {"m": np.zeros_like(x), "v": np.zeros_like(x), "t": 0}
+
+
+def adam_step(x, grad, state, lr, b1=0.9, b2=0.999, eps=1e-8):
+    """One Adam step on the flat array x, in place; the moments persist in `state`.
+
+    m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;  x <- x - lr_t m / (sqrt(v) + eps),
+    with lr_t = lr sqrt(1 - b2^t) / (1 - b1^t) correcting the zero start of m and v."""
+    state["t"] += 1
+    m, v = state["m"], state["v"]
+    m *= b1
+    m += (1 - b1) * grad
+    v *= b2
+    v += (1 - b2) * grad * grad
+    lr_t = lr * np.sqrt(1 - b2 ** state["t"]) / (1 - b1 ** state["t"])
+    x -= lr_t * m / (np.sqrt(v) + eps)
+
+
+# ---------------------------------------------------------------------------------------------
+# Replay buffer
+# ---------------------------------------------------------------------------------------------
+def buffer_init(capacity, obs_dim):
+    """A ring buffer of (s, a, r, s', terminated) as NumPy arrays."""
+    return {
+        "s": np.zeros((capacity, obs_dim), np.float32),
+        "a": np.zeros(capacity, np.int64),
+        "r": np.zeros(capacity, np.float32),
+        "s_next": np.zeros((capacity, obs_dim), np.float32),
+        "terminated": np.zeros(capacity, np.float32),
+        "index": 0,  # where the next transition goes
+        "size": 0,  # how many slots hold a transition
+    }
+
+
+def buffer_add(buf, s, a, r, s_next, terminated):
+    i = buf["index"]
+    buf["s"][i], buf["a"][i], buf["r"][i] = s, a, r
+    buf["s_next"][i], buf["terminated"][i] = s_next, terminated
+    capacity = len(buf["a"])
+    buf["index"] = (i + 1) % capacity
+    buf["size"] = min(buf["size"] + 1, capacity)
+
+
+def buffer_sample(buf, rng, batch_size):
+    """A minibatch drawn uniformly, with replacement, from the stored transitions."""
+    i = rng.integers(0, buf["size"], size=batch_size)
+    return {key: buf[key][i] for key in ("s", "a", "r", "s_next", "terminated")}
+
+
+# ---------------------------------------------------------------------------------------------
+# Acting
+# ---------------------------------------------------------------------------------------------
+class UsageError(Exception):
+    """Bad input from the user: reported in one line, exit code 2."""
+
+
+def make_env(env_id, **make_kwargs):
+    """gymnasium.make, refusing what this agent does not support with a one-line reason."""
+    try:
+        env = gym.make(env_id, **make_kwargs)
+    except gym.error.Error as e:
+        raise UsageError(f"cannot make environment {env_id!r}: {e}") from None
+    obs_space, act_space = env.observation_space, env.action_space
+    if not isinstance(act_space, gym.spaces.Discrete):
+        env.close()
+        raise UsageError(
+            f"{env_id} has action space {act_space}; dai.py supports Discrete action spaces only"
+        )
+    flat_box = isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1
+    if not (flat_box or isinstance(obs_space, gym.spaces.Discrete)):
+        env.close()
+        raise UsageError(
+            f"{env_id} has observation space {obs_space}; dai.py supports flat (1-D) Box "
+            "or Discrete observation spaces only"
+        )
+    return env
+
+
+def space_sizes(env):
+    """(obs_dim, n_actions); a Discrete(m) observation is a one-hot vector of length m."""
+    obs_space = env.observation_space
+    if isinstance(obs_space, gym.spaces.Discrete):
+        return int(obs_space.n), int(env.action_space.n)
+    return int(obs_space.shape[0]), int(env.action_space.n)
+
+
+def encode(obs, obs_space):
+    """An observation as a float32 vector: a Box as it is, a Discrete one as one-hot."""
+    if isinstance(obs_space, gym.spaces.Discrete):
+        return one_hot(int(obs) - int(obs_space.start), int(obs_space.n))
+    return np.asarray(obs, dtype=np.float32)
+
+
+def act(policy_layers, s, rng=None):
+    """Sample a ~ q(.|s), or take the mode of q when rng is None. Returns an action index."""
+    logits = mlp(policy_layers, s[None])[0]  # (n_actions,)
+    if rng is None:
+        return int(np.argmax(logits))
+    cdf = np.cumsum(softmax(logits))
+    return int(min(np.searchsorted(cdf, rng.random() * cdf[-1]), len(cdf) - 1))
+
+
+def env_action(index, env):
+    """An action index as the Python int env.step expects (Discrete spaces may start above 0)."""
+    return int(index) + int(env.action_space.start)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training loop
+# ---------------------------------------------------------------------------------------------
+def update(params, theta, target, opt, batch, log_alpha, cfg, n_actions):
+    """One minibatch update of all three networks (and of the precision); returns the losses.
+
+    What autograd must not differentiate (the EFE target y, G in the policy loss) is computed
+    first as plain arrays; then each loss is differentiated once and one Adam step on the flat
+    theta updates f, G and q together."""
+    s, s_next = batch["s"], batch["s_next"]  # (batch, obs_dim)
+    a_onehot = one_hot(batch["a"], n_actions)  # (batch, n_actions)
+    beta = np.exp(-log_alpha[0])
+    eps = prediction_error(params["transition"], s, a_onehot, s_next)  # (batch,)
+    logits_next = mlp(params["policy"], s_next)  # (batch, n_actions)
+    v_next = bootstrap_value(mlp(target, s_next), logits_next, cfg.bootstrap)  # (batch,)
+    y = efe_targets(batch["r"], eps, batch["terminated"], v_next, cfg.gamma, cfg.epistemic_weight)
+    g = mlp(params["efe"], s)  # (batch, n_actions)
+
+    loss_t, grad_t = transition_loss_and_grad(params["transition"], s, a_onehot, s_next)
+    loss_g, grad_g = efe_loss_and_grad(params["efe"], s, a_onehot, y)
+    loss_q, grad_q = policy_loss_and_grad(params["policy"], s, g, beta)
+    flat_grad = np.concatenate([x.ravel() for grads in (grad_t, grad_g, grad_q) for W_b in grads for x in W_b])
+    adam_step(theta, flat_grad, opt["theta"], cfg.learning_rate)
+
+    h = entropy(logits_next)  # (batch,) the policy's entropy on replayed states
+    if cfg.learn_precision:
+        target_h = cfg.target_entropy * np.log(n_actions)
+        adam_step(log_alpha, precision_gradient(h, target_h), opt["log_alpha"], cfg.precision_learning_rate)
+    return {"transition_loss": float(loss_t), "efe_loss": float(loss_g), "policy_loss": float(loss_q),
+            "entropy": float(np.mean(h)), "prediction_error": float(np.mean(eps))}
+
+
+UPDATE_METRICS = ("transition_loss", "efe_loss", "policy_loss", "entropy", "prediction_error")
+
+
+def train(cfg, progress=print):
+    """Train an agent on cfg.env_id; returns (params, history).
+
+    params: {"transition" | "efe" | "policy": [(W, b), ...]}. history: a dict of lists, one entry
+      per finished training episode: episode_step, episode_return, episode_length;
+      per evaluation: eval_step, eval_return (mean over cfg.eval_episodes), eval_train_seconds;
+      per progress line: step, the UPDATE_METRICS (means since the last line), precision,
+      steps_per_second.
+    `progress` receives each progress line as a string (None: silent)."""
+    check_config(cfg)
+    env = make_env(cfg.env_id)
+    obs_dim, n_actions = space_sizes(env)
+
+    # Seeding: the env once, its action space, and one generator for everything else.
+    rng = np.random.default_rng(cfg.seed)
+    obs, _ = env.reset(seed=cfg.seed)
+    env.action_space.seed(cfg.seed)
+
+    sizes = network_sizes(obs_dim, n_actions, cfg)
+    theta, params = init_params(rng, sizes)
+    target_theta = theta[efe_slice(sizes)].copy()
+    target = mlp_views(target_theta, sizes["efe"])  # the target net Gbar
+    log_alpha = np.array([-np.log(cfg.precision)], dtype=np.float32)  # alpha = 1/beta
+    opt = {"theta": adam_init(theta), "log_alpha": adam_init(log_alpha)}
+    buf = buffer_init(min(cfg.buffer_size, cfg.total_steps), obs_dim)
+
+    history = {key: [] for key in ("episode_step", "episode_return", "episode_length", "eval_step",
+                                   "eval_return", "eval_train_seconds", "step", *UPDATE_METRICS,
+                                   "precision", "steps_per_second")}
+    s, ep_return, ep_length = encode(obs, env.observation_space), 0.0, 0
+    metrics = []  # update() results since the last progress line
+    start, eval_seconds, last_line = time.perf_counter(), 0.0, (0, 0.0)
+
+    for step in range(1, cfg.total_steps + 1):
+        a = act(params["policy"], s, rng)
+        obs, r, terminated, truncated, _ = env.step(env_action(a, env))
+        s_next = encode(obs, env.observation_space)
+        buffer_add(buf, s, a, r, s_next, terminated)  # truncation is not stored: s' has a future
+        s, ep_return, ep_length = s_next, ep_return + float(r), ep_length + 1
+        if terminated or truncated:
+            history["episode_step"].append(step)
+            history["episode_return"].append(ep_return)
+            history["episode_length"].append(ep_length)
+            obs, _ = env.reset()
+            s, ep_return, ep_length = encode(obs, env.observation_space), 0.0, 0
+
+        if step >= cfg.learning_starts and step % cfg.train_every == 0:
+            for _ in range(cfg.updates):
+                batch = buffer_sample(buf, rng, cfg.batch_size)
+                metrics.append(update(params, theta, target, opt, batch, log_alpha, cfg, n_actions))
+                target_theta += cfg.tau * (theta[efe_slice(sizes)] - target_theta)  # Polyak
+
+        if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.total_steps:
+            eval_start = time.perf_counter()
+            returns = evaluate(params, cfg.env_id, cfg.eval_episodes, cfg.seed + 10_000)
+            eval_seconds += time.perf_counter() - eval_start
+            history["eval_step"].append(step)
+            history["eval_return"].append(float(np.mean(returns)))
+            history["eval_train_seconds"].append(time.perf_counter() - start - eval_seconds)
+        if step % cfg.log_every == 0 or step == cfg.total_steps:
+            train_seconds = time.perf_counter() - start - eval_seconds
+            sps = (step - last_line[0]) / max(train_seconds - last_line[1], 1e-9)
+            record_progress(history, step, metrics, np.exp(-log_alpha[0]), sps, progress)
+            metrics, last_line = [], (step, train_seconds)
+
+    env.close()
+    if progress:
+        progress(f"done: {cfg.env_id} seed {cfg.seed} | steps {cfg.total_steps} | "
+                 f"episodes {len(history['episode_return'])} | final eval_return {history['eval_return'][-1]:.1f} | "
+                 f"train_seconds {history['eval_train_seconds'][-1]:.1f}")
+    return params, history
+
+
+def record_progress(history, step, metrics, beta, sps, progress):
+    """Append one progress record to history and hand its line to `progress`."""
+    record = {"step": step}
+    for key in UPDATE_METRICS:
+        record[key] = float(np.mean([m[key] for m in metrics])) if metrics else float("nan")
+    record["precision"], record["steps_per_second"] = float(beta), float(sps)
+    for key, value in record.items():
+        history[key].append(value)
+    if progress:
+        recent = history["episode_return"][-20:]
+        last_eval = history["eval_return"][-1] if history["eval_return"] else float("nan")
+        progress(f"step {step} | episodes {len(history['episode_return'])} | "
+                 f"episode_return {np.mean(recent) if recent else float('nan'):.1f} | eval_return {last_eval:.1f} | "
+                 + " | ".join(f"{key} {record[key]:.4g}" for key in (*UPDATE_METRICS, "precision"))
+                 + f" | steps_per_second {sps:.0f}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+def evaluate(params, env_id, episodes, seed):
+    """Returns of `episodes` episodes acting with the mode of q, on a fresh env seeded `seed`."""
+    env = make_env(env_id)
+    returns = []
+    obs, _ = env.reset(seed=seed)
+    for _ in range(episodes):
+        total, done = 0.0, False
+        while not done:
+            a = act(params["policy"], encode(obs, env.observation_space))
+            obs, r, terminated, truncated, _ = env.step(env_action(a, env))
+            total, done = total + float(r), terminated or truncated
+        returns.append(total)
+        obs, _ = env.reset()
+    env.close()
+    return returns
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+def check_config(cfg):
+    """Refuse nonsense hyperparameters with a one-line reason."""
+    problems = [
+        (cfg.total_steps < 1, "total_steps must be at least 1"),
+        (cfg.hidden_size < 1 or cfg.hidden_layers < 1, "hidden_size and hidden_layers must be at least 1"),
+        (cfg.learning_rate <= 0 or cfg.precision_learning_rate <= 0, "learning rates must be > 0"),
+        (cfg.batch_size < 1, "batch_size must be at least 1"),
+        (cfg.buffer_size < cfg.batch_size, "buffer_size must be at least batch_size"),
+        (cfg.learning_starts < 0, "learning_starts must be >= 0"),
+        (cfg.train_every < 1 or cfg.updates < 1, "train_every and updates must be at least 1"),
+        (not 0 <= cfg.gamma < 1, "gamma must be in [0, 1)"),
+        (not 0 < cfg.tau <= 1, "tau must be in (0, 1]"),
+        (cfg.epistemic_weight < 0, "epistemic_weight must be >= 0"),
+        (cfg.bootstrap not in ("expectation", "min"), "bootstrap must be 'expectation' or 'min'"),
+        (not cfg.precision > 0, "precision must be > 0"),
+        (not 0 < cfg.target_entropy < 1, "target_entropy must be in (0, 1)"),
+        (cfg.eval_every < 0 or cfg.eval_episodes < 1, "eval_every must be >= 0 and eval_episodes >= 1"),
+        (cfg.log_every < 1, "log_every must be at least 1"),
+    ]
+    for bad, message in problems:
+        if bad:
+            raise UsageError(message)
+
+
+def parse_args(argv=None):
+    """A flag per Config field (kebab case), help text from the field's comment, the env id positional."""
+    parser = argparse.ArgumentParser(
+        prog="dai.py",
+        description="Deep active inference (Millidge 2019) on a Gymnasium environment.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    helps = field_comments()
+    parser.add_argument("env_id", help=helps["env_id"])
+    for field in dataclasses.fields(Config):
+        if field.name == "env_id":
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        if field.type in (bool, "bool"):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=helps[field.name])
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(field.type, field.type)
+            parser.add_argument(flag, type=kind, default=field.default, help=helps[field.name])
+    return Config(**vars(parser.parse_args(argv))), parser
+
+
+def field_comments():
+    """Config field name -> the comment after it in the source: one meaning, written once."""
+    import inspect
+
+    helps = {}
+    for line in inspect.getsource(Config).splitlines():
+        name, sep, comment = line.partition("#")
+        if sep and ":" in name:
+            helps[name.split(":")[0].strip()] = comment.strip()
+    return helps
+
+
+def main(argv=None):
+    cfg, parser = parse_args(argv)
+    try:
+        train(cfg)
+    except UsageError as e:
+        parser.exit(2, f"dai.py: error: {e}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""Tests of dai.py. Run: python -m pytest -q test_dai.py"""
+
+import os
+import subprocess
+import sys
+
+import autograd.numpy as anp
+import gymnasium as gym
+import numpy as np
+import pytest
+from autograd import grad
+
+import dai
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def small_config(**overrides):
+    """A tiny, fast configuration for tests."""
+    base = dict(total_steps=600, learning_starts=200, hidden_size=16, batch_size=16, eval_every=300,
+                eval_episodes=2, log_every=300)
+    return dai.Config(**{**base, **overrides})
+
+
+def random_params(rng, sizes):
+    """float64 parameters, so that finite differences are accurate."""
+    theta = rng.normal(0.0, 0.5, sum(dai.n_mlp_params(s) for s in sizes.values()))
+    return dai.param_views(theta, sizes)
+
+
+@pytest.fixture
+def problem():
+    rng = np.random.default_rng(0)
+    obs_dim, n_actions, batch = 3, 4, 7
+    sizes = dai.network_sizes(obs_dim, n_actions, dai.Config(hidden_size=5))
+    return {
+        "rng": rng,
+        "params": random_params(rng, sizes),
+        "s": rng.normal(size=(batch, obs_dim)),
+        "s_next": rng.normal(size=(batch, obs_dim)),
+        "a_onehot": dai.one_hot(rng.integers(0, n_actions, batch), n_actions).astype(np.float64),
+        "y": rng.normal(size=batch),
+        "g": rng.normal(size=(batch, n_actions)),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradients: autograd (through the hand-written mlp backward) against finite differences
+# ---------------------------------------------------------------------------------------------
+def assert_gradient_matches_finite_differences(loss, layers, rng, h=1e-6):
+    """Directional derivative along random directions: analytic vs central differences."""
+    analytic = grad(loss)(layers)
+    for _ in range(3):
+        direction = [(rng.normal(size=W.shape), rng.normal(size=b.shape)) for W, b in layers]
+        shifted = lambda sign: [(W + sign * h * dW, b + sign * h * db) for (W, b), (dW, db) in zip(layers, direction)]
+        numeric = (loss(shifted(+1)) - loss(shifted(-1))) / (2 * h)
+        exact = sum(np.sum(gW * dW) + np.sum(gb * db) for (gW, gb), (dW, db) in zip(analytic, direction))
+        assert exact == pytest.approx(numeric, rel=1e-5, abs=1e-8)
+
+
+def test_transition_loss_gradient(problem):
+    p = problem
+    loss = lambda layers: dai.transition_loss(layers, p["s"], p["a_onehot"], p["s_next"])
+    assert_gradient_matches_finite_differences(loss, p["params"]["transition"], p["rng"])
+
+
+def test_efe_loss_gradient(problem):
+    p = problem
+    loss = lambda layers: dai.efe_loss(layers, p["s"], p["a_onehot"], p["y"])
+    assert_gradient_matches_finite_differences(loss, p["params"]["efe"], p["rng"])
+
+
+def test_policy_loss_gradient(problem):
+    p = problem
+    loss = lambda layers: dai.policy_loss(layers, p["s"], p["g"], 3.0)
+    assert_gradient_matches_finite_differences(loss, p["params"]["policy"], p["rng"])
+
+
+def test_mlp_backward_matches_autograd_tracing(problem):
+    """The hand-written mlp_vjp against autograd differentiating a plain anp MLP."""
+    def traced_mlp(layers, x):
+        for W, b in layers[:-1]:
+            x = anp.maximum(anp.dot(x, W) + b, 0.0)
+        W, b = layers[-1]
+        return anp.dot(x, W) + b
+
+    layers, s, w = problem["params"]["efe"], problem["s"], problem["g"]
+    by_hand = grad(lambda L: anp.sum(dai.mlp(L, s) * w))(layers)
+    traced = grad(lambda L: anp.sum(traced_mlp(L, s) * w))(layers)
+    for (hW, hb), (tW, tb) in zip(by_hand, traced):
+        np.testing.assert_allclose(hW, tW, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(hb, tb, rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# The EFE target and the epistemic term
+# ---------------------------------------------------------------------------------------------
+def test_efe_target_bootstraps_through_truncation_not_termination():
+    r, eps, v_next = np.array([1.0, 1.0]), np.array([0.5, 0.5]), np.array([10.0, 10.0])
+    y = dai.efe_targets(r, eps, np.array([1.0, 0.0]), v_next, gamma=0.9, epistemic_weight=2.0)
+    assert y[0] == pytest.approx(-1.0 - 2.0 * 0.5)  # terminated: no future
+    assert y[1] == pytest.approx(-1.0 - 2.0 * 0.5 + 0.9 * 10.0)  # not terminated (e.g. truncated)
+
+
+def test_efe_target_vectorised_matches_loop():
+    rng = np.random.default_rng(1)
+    n, k, gamma, lam = 9, 3, 0.97, 0.7
+    r, eps, term = rng.normal(size=n), rng.random(n), (rng.random(n) < 0.3).astype(float)
+    g_next, logits_next = rng.normal(size=(n, k)), rng.normal(size=(n, k))
+    for kind in ("expectation", "min"):
+        y = dai.efe_targets(r, eps, term, dai.bootstrap_value(g_next, logits_next, kind), gamma, lam)
+        for i in range(n):
+            q = [np.exp(logits_next[i, j]) / sum(np.exp(logits_next[i])) for j in range(k)]
+            if kind == "expectation":
+                v = sum(q[j] * g_next[i, j] for j in range(k))
+            else:
+                v = min(g_next[i])
+            expected = -r[i] - lam * eps[i] + (gamma * v if term[i] == 0 else 0.0)
+            assert y[i] == pytest.approx(expected)
+
+
+def test_epistemic_term_makes_surprising_actions_more_attractive():
+    """The author's sign: prediction error lowers G, so softmax(-beta G) prefers the action."""
+    y = dai.efe_targets(np.zeros(2), np.array([0.0, 1.0]), np.zeros(2), np.zeros(2), 0.99, 1.0)
+    assert y[1] < y[0]
+    preference = dai.softmax(-2.0 * y[None])[0]  # treat the targets as G of two actions
+    assert preference[1] > preference[0]
+    assert np.all(dai.efe_targets(np.zeros(2), np.array([0.0, 1.0]), np.zeros(2), np.zeros(2), 0.99, 0.0) == 0)
+
+
+def test_prediction_error_is_half_squared_error_of_the_state_change():
+    layers = [(np.zeros((3, 2)), np.array([0.5, -1.0]))]  # f(s, a) = (0.5, -1) for every input
+    s, s_next = np.array([[1.0, 1.0]]), np.array([[2.0, 1.0]])
+    eps = dai.prediction_error(layers, s, np.array([[1.0]]), s_next)
+    assert eps[0] == pytest.approx(0.5 * ((1.0 - 0.5) ** 2 + (0.0 + 1.0) ** 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# The policy loss
+# ---------------------------------------------------------------------------------------------
+def test_policy_loss_is_zero_at_the_target_and_positive_elsewhere():
+    rng = np.random.default_rng(2)
+    beta, g = 2.5, rng.normal(size=(1, 4))
+    at_target = [(np.zeros((3, 4)), -beta * g[0])]  # logits = -beta G whatever the state
+    s = rng.normal(size=(1, 3))
+    assert dai.policy_loss(at_target, s, g, beta) == pytest.approx(0.0, abs=1e-12)
+    for _ in range(20):
+        off = [(np.zeros((3, 4)), -beta * g[0] + rng.normal(size=4))]
+        assert dai.policy_loss(off, s, g, beta) > 1e-6
+
+
+def test_log_softmax_is_stable():
+    x = np.array([[1000.0, 0.0, -1000.0]])
+    out = dai.log_softmax(x)
+    assert np.all(np.isfinite(out)) and out[0, 0] == pytest.approx(0.0)
+    assert dai.entropy(np.zeros((1, 4)))[0] == pytest.approx(np.log(4))
+
+
+def test_precision_rises_when_the_policy_is_too_random():
+    """gradient on log(1/beta) is positive when entropy exceeds the target: descent raises beta."""
+    assert dai.precision_gradient(np.array([0.6]), 0.2) > 0
+    assert dai.precision_gradient(np.array([0.1]), 0.2) < 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimiser and replay buffer
+# ---------------------------------------------------------------------------------------------
+def test_adam_minimises_a_quadratic_and_keeps_its_state():
+    x, state = np.array([3.0, -2.0]), None
+    state = dai.adam_init(x)
+    for _ in range(2000):
+        dai.adam_step(x, 2 * x, state, lr=0.05)
+    assert np.all(np.abs(x) < 1e-2) and state["t"] == 2000
+
+
+def test_adam_first_step_has_size_lr():
+    x = np.array([1.0, -1.0])
+    dai.adam_step(x, np.array([10.0, -0.1]), dai.adam_init(x), lr=0.1)
+    np.testing.assert_allclose(x, [0.9, -0.9], rtol=1e-5)
+
+
+def test_buffer_wraps_around_and_samples_stored_transitions():
+    buf = dai.buffer_init(3, 2)
+    for i in range(5):
+        dai.buffer_add(buf, np.full(2, i), i % 2, float(i), np.full(2, i + 1), i == 4)
+    assert buf["size"] == 3 and buf["index"] == 2
+    assert sorted(buf["r"]) == [2.0, 3.0, 4.0]  # 0 and 1 were overwritten
+    batch = dai.buffer_sample(buf, np.random.default_rng(0), 200)
+    assert set(batch["r"]) == {2.0, 3.0, 4.0}
+    np.testing.assert_array_equal(batch["s_next"][:, 0], batch["r"] + 1)  # rows stay together
+    np.testing.assert_array_equal(batch["terminated"], batch["r"] == 4.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Environments: spaces, encoding, the terminated/truncated split in the loop
+# ---------------------------------------------------------------------------------------------
+class Corridor(gym.Env):
+    """Walk right along n cells (action 1); reaching the end terminates with reward 1."""
+
+    def __init__(self, n=4):
+        self.n, self.pos = n, 0
+        self.observation_space = gym.spaces.Discrete(n)
+        self.action_space = gym.spaces.Discrete(2)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.pos = 0
+        return self.pos, {}
+
+    def step(self, action):
+        assert isinstance(action, int)
+        self.pos = min(self.pos + 1, self.n - 1) if action == 1 else max(self.pos - 1, 0)
+        done = self.pos == self.n - 1
+        return self.pos, float(done), done, False, {}
+
+
+gym.register("TestCorridor-v0", entry_point=Corridor, max_episode_steps=6)
+
+
+def test_truncation_is_not_stored_as_termination(monkeypatch):
+    stored = []
+    real_add = dai.buffer_add
+    monkeypatch.setattr(dai, "buffer_add", lambda buf, *t: (stored.append(t), real_add(buf, *t)))
+    _, history = dai.train(small_config(env_id="TestCorridor-v0", total_steps=300, learning_starts=50), progress=None)
+    ends = [stored[end - 1] for end in history["episode_step"]]  # last transition of each episode
+    at_goal = [t[3].argmax() == 3 for t in ends]
+    assert any(at_goal) and not all(at_goal)  # some episodes terminated, some hit the time limit
+    assert all(length == 6 for length, goal in zip(history["episode_length"], at_goal) if not goal)
+    assert [bool(t[4]) for t in ends] == at_goal  # only termination is stored as terminal
+    assert sum(bool(t[4]) for t in stored) == sum(at_goal)
+
+
+def test_discrete_observations_are_one_hot():
+    space = gym.spaces.Discrete(5, start=2)
+    np.testing.assert_array_equal(dai.encode(4, space), [0, 0, 1, 0, 0])
+    assert dai.encode(np.array([1.0, 2.0]), gym.spaces.Box(-1, 1, (2,))).dtype == np.float32
+
+
+@pytest.mark.parametrize("env_id, words", [
+    ("NoSuchEnv-v0", "cannot make environment"),
+    ("Pendulum-v1", "supports Discrete action spaces only"),
+    ("Blackjack-v1", "flat (1-D) Box or Discrete observation spaces only"),
+])
+def test_unsupported_environments_are_refused(env_id, words):
+    with pytest.raises(dai.UsageError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        dai.make_env(env_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training: determinism and a learning check
+# ---------------------------------------------------------------------------------------------
+def test_same_seed_same_run_different_seed_different_run():
+    runs = [dai.train(small_config(seed=seed), progress=None) for seed in (3, 3, 4)]
+    (p1, h1), (p2, h2), (p3, h3) = runs
+    for key in ("episode_return", "eval_return", "efe_loss", "precision"):
+        assert h1[key] == h2[key]
+    for name in dai.NETWORKS:
+        for (W1, b1), (W2, b2) in zip(p1[name], p2[name]):
+            np.testing.assert_array_equal(W1, W2)
+    assert h1["episode_return"] != h3["episode_return"]
+
+
+def test_history_has_the_documented_series():
+    _, h = dai.train(small_config(), progress=None)
+    assert len(h["episode_return"]) == len(h["episode_length"]) == len(h["episode_step"]) > 0
+    assert h["eval_step"] == [300, 600] and len(h["eval_return"]) == 2
+    assert h["step"] == [300, 600] and all(np.isfinite(h["efe_loss"]))
+    assert sum(h["episode_length"]) <= 600
+
+
+def test_cartpole_learns_well_above_random():
+    """A random policy scores ~22 on CartPole-v1; a broken agent stays near it."""
+    cfg = dai.Config(total_steps=5000, learning_starts=500, eval_every=0, eval_episodes=10, seed=1)
+    _, history = dai.train(cfg, progress=None)
+    assert history["eval_return"][-1] > 100
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+def run_cli(*args):
+    return subprocess.run([sys.executable, os.path.join(HERE, "dai.py"), *args], capture_output=True, text=True,
+                          timeout=300, cwd=HERE)
+
+
+def test_cli_runs_the_readme_command_with_a_tiny_budget():
+    out = run_cli("CartPole-v1", "--total-steps", "400", "--learning-starts", "100", "--eval-episodes", "2",
+                  "--log-every", "200")
+    assert out.returncode == 0, out.stderr
+    assert "step 200 |" in out.stdout and "done: CartPole-v1 seed 0" in out.stdout
+
+
+def test_cli_help_lists_every_config_field_with_its_default():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    text = " ".join(out.stdout.split())
+    for field in dai.dataclasses.fields(dai.Config):
+        if field.name != "env_id":
+            assert "--" + field.name.replace("_", "-") in text
+    assert "epistemic" in text and "(default: 0.99)" in text
+
+
+@pytest.mark.parametrize("args, words", [
+    (["NoSuchEnv-v0"], "cannot make environment"),
+    (["Pendulum-v1"], "Discrete action spaces only"),
+    (["CartPole-v1", "--gamma", "1.5"], "gamma must be in [0, 1)"),
+    (["CartPole-v1", "--batch-size", "64", "--buffer-size", "10"], "buffer_size must be at least batch_size"),
+    (["CartPole-v1", "--learning-rate", "0"], "learning rates must be > 0"),
+    (["CartPole-v1", "--total-steps", "-5"], "total_steps must be at least 1"),
+    (["CartPole-v1", "--bootstrap", "max"], "bootstrap must be"),
+    (["CartPole-v1", "--no-such-flag"], "unrecognized arguments"),
+])
+def test_cli_bad_input_is_one_line_exit_2(args, words):
+    out = run_cli(*args)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("dai.py: error:") and words in last
