@@ -31,8 +31,13 @@ replay buffer -> acting -> training loop -> evaluation -> command line.
 """
 
 import argparse
+import csv
 import dataclasses
+import inspect
+import json
+import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -72,6 +77,17 @@ class Config:
     eval_every: int = 2_500  # env steps between evaluations; 0 = only at the end
     eval_episodes: int = 20  # episodes per evaluation (policy mode, env seeded seed + 10000)
     log_every: int = 2_500  # env steps between progress lines
+    env_kwargs: str = ""  # JSON object of keyword arguments for gymnasium.make, e.g. '{"is_slippery": false}'
+    # Run options (not stored in a checkpoint's config).
+    save: str = ""  # checkpoint file (.npz) written every save_every steps, at the end and on Ctrl-C
+    save_every: int = 10_000  # env steps between checkpoints when save is set
+    load: str = ""  # checkpoint to resume from (its config, unless flags override it)
+    eval_only: bool = False  # with load: evaluate the saved agent for eval_episodes, no training
+    render: bool = False  # after training (or with eval_only), watch eval_episodes in a window
+    log: str = ""  # CSV file: a row per finished episode and per evaluation (appended)
+
+
+RUN_OPTIONS = ("save", "save_every", "load", "eval_only", "render", "log")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,8 +95,8 @@ class Config:
 # ---------------------------------------------------------------------------------------------
 def log_softmax(x):
     """log softmax over the last axis, x - logsumexp(x), stable for large |x|."""
-    m = anp.max(x, axis=-1, keepdims=True)
-    return x - m - anp.log(anp.sum(anp.exp(x - m), axis=-1, keepdims=True))
+    z = x - anp.max(x, axis=-1, keepdims=True)  # shift so the largest exponent is exp(0)
+    return z - anp.log(anp.sum(anp.exp(z), axis=-1, keepdims=True))
 
 
 def softmax(x):
@@ -317,28 +333,50 @@ def buffer_sample(buf, rng, batch_size):
 # Acting
 # ---------------------------------------------------------------------------------------------
 class UsageError(Exception):
-    """Bad input from the user: reported in one line, exit code 2."""
+    """Bad input (a flag, an environment, a checkpoint): reported in one line, exit code 2."""
 
 
-def make_env(env_id, **make_kwargs):
-    """gymnasium.make, refusing what this agent does not support with a one-line reason."""
+class StopTraining(Exception):
+    """Training stopped early, with a one-line message and main()'s exit code (1 or 130)."""
+
+    def __init__(self, message, exit_code):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def parse_env_kwargs(text):
+    """The env_kwargs JSON object as a dict ("" -> {})."""
+    if not text:
+        return {}
     try:
-        env = gym.make(env_id, **make_kwargs)
+        kwargs = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"env_kwargs is not valid JSON ({e}): {text}") from None
+    if not isinstance(kwargs, dict):
+        raise UsageError(f"env_kwargs must be a JSON object such as '{{\"is_slippery\": false}}', not {text}")
+    return kwargs
+
+
+def make_env(env_id, env_kwargs="", render_mode=None):
+    """gymnasium.make(env_id, **env_kwargs), refusing what this agent does not support."""
+    kwargs = parse_env_kwargs(env_kwargs)
+    if render_mode:
+        kwargs["render_mode"] = render_mode
+    try:
+        env = gym.make(env_id, **kwargs)
     except gym.error.Error as e:
         raise UsageError(f"cannot make environment {env_id!r}: {e}") from None
+    except TypeError as e:  # e.g. an unknown keyword in env_kwargs
+        raise UsageError(f"cannot make environment {env_id!r} with env_kwargs {env_kwargs}: {e}") from None
     obs_space, act_space = env.observation_space, env.action_space
     if not isinstance(act_space, gym.spaces.Discrete):
         env.close()
-        raise UsageError(
-            f"{env_id} has action space {act_space}; dai.py supports Discrete action spaces only"
-        )
+        raise UsageError(f"{env_id} has action space {act_space}; dai.py supports Discrete action spaces only")
     flat_box = isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1
     if not (flat_box or isinstance(obs_space, gym.spaces.Discrete)):
         env.close()
-        raise UsageError(
-            f"{env_id} has observation space {obs_space}; dai.py supports flat (1-D) Box "
-            "or Discrete observation spaces only"
-        )
+        raise UsageError(f"{env_id} has observation space {obs_space}; dai.py supports flat (1-D) Box "
+                         "or Discrete observation spaces only")
     return env
 
 
@@ -374,15 +412,23 @@ def env_action(index, env):
 # ---------------------------------------------------------------------------------------------
 # Training loop
 # ---------------------------------------------------------------------------------------------
-def update(params, theta, target, opt, batch, log_alpha, cfg, n_actions):
-    """One minibatch update of all three networks (and of the precision); returns the losses.
+def init_state(rng, sizes, cfg):
+    """The learner's arrays: parameters, target net, log(1/beta) and their Adam moments."""
+    theta, _ = init_params(rng, sizes)
+    log_alpha = np.array([-np.log(cfg.precision)], dtype=np.float32)  # alpha = 1/beta
+    return {"theta": theta, "target_theta": theta[efe_slice(sizes)].copy(), "log_alpha": log_alpha,
+            "adam_theta": adam_init(theta), "adam_log_alpha": adam_init(log_alpha)}
+
+
+def update(params, target, state, batch, cfg, n_actions):
+    """One minibatch update of all three networks and of the precision; returns the metrics.
 
     What autograd must not differentiate (the EFE target y, G in the policy loss) is computed
     first as plain arrays; then each loss is differentiated once and one Adam step on the flat
     theta updates f, G and q together."""
     s, s_next = batch["s"], batch["s_next"]  # (batch, obs_dim)
     a_onehot = one_hot(batch["a"], n_actions)  # (batch, n_actions)
-    beta = np.exp(-log_alpha[0])
+    beta = np.exp(-state["log_alpha"][0])
     eps = prediction_error(params["transition"], s, a_onehot, s_next)  # (batch,)
     logits_next = mlp(params["policy"], s_next)  # (batch, n_actions)
     v_next = bootstrap_value(mlp(target, s_next), logits_next, cfg.bootstrap)  # (batch,)
@@ -393,98 +439,138 @@ def update(params, theta, target, opt, batch, log_alpha, cfg, n_actions):
     loss_g, grad_g = efe_loss_and_grad(params["efe"], s, a_onehot, y)
     loss_q, grad_q = policy_loss_and_grad(params["policy"], s, g, beta)
     flat_grad = np.concatenate([x.ravel() for grads in (grad_t, grad_g, grad_q) for W_b in grads for x in W_b])
-    adam_step(theta, flat_grad, opt["theta"], cfg.learning_rate)
+    adam_step(state["theta"], flat_grad, state["adam_theta"], cfg.learning_rate)
 
     h = entropy(logits_next)  # (batch,) the policy's entropy on replayed states
     if cfg.learn_precision:
         target_h = cfg.target_entropy * np.log(n_actions)
-        adam_step(log_alpha, precision_gradient(h, target_h), opt["log_alpha"], cfg.precision_learning_rate)
+        grad_log_alpha = precision_gradient(h, target_h)
+        adam_step(state["log_alpha"], grad_log_alpha, state["adam_log_alpha"], cfg.precision_learning_rate)
     return {"transition_loss": float(loss_t), "efe_loss": float(loss_g), "policy_loss": float(loss_q),
             "entropy": float(np.mean(h)), "prediction_error": float(np.mean(eps))}
 
 
 UPDATE_METRICS = ("transition_loss", "efe_loss", "policy_loss", "entropy", "prediction_error")
+LOG_COLUMNS = ("kind", "step", "episode", "episode_return", "episode_length", "eval_return",
+               *UPDATE_METRICS, "precision", "wall_seconds")
 
 
-def train(cfg, progress=print):
-    """Train an agent on cfg.env_id; returns (params, history).
+def smooth(running, metrics, rate=0.01):
+    """Exponential moving average of each update metric (over roughly the last 1/rate updates)."""
+    for key in UPDATE_METRICS:
+        old = running[key]
+        running[key] = metrics[key] if np.isnan(old) else old + rate * (metrics[key] - old)
+
+
+def check_finite(metrics, state, step, cfg):
+    """Stop, rather than train on NaN, when a loss or the precision is no longer finite."""
+    values = {key: metrics[key] for key in ("transition_loss", "efe_loss", "policy_loss")}
+    values["precision"] = float(np.exp(-state["log_alpha"][0]))
+    for name, value in values.items():
+        if not np.isfinite(value):
+            kept = f"; {cfg.save} keeps the last good checkpoint" if cfg.save and os.path.exists(cfg.save) else ""
+            raise StopTraining(f"{name} became {value} at step {step}; training stopped{kept}", 1)
+
+
+def train(cfg, progress=print, checkpoint=None):
+    """Train an agent on cfg.env_id (resuming from `checkpoint`, a load_checkpoint() result);
+    returns (params, history).
 
     params: {"transition" | "efe" | "policy": [(W, b), ...]}. history: a dict of lists, one entry
       per finished training episode: episode_step, episode_return, episode_length;
       per evaluation: eval_step, eval_return (mean over cfg.eval_episodes), eval_train_seconds;
-      per progress line: step, the UPDATE_METRICS (means since the last line), precision,
-      steps_per_second.
-    `progress` receives each progress line as a string (None: silent)."""
+      per progress line: step, the UPDATE_METRICS (moving averages), precision, steps_per_second.
+    `progress` receives each progress line as a string (None: silent). Writes cfg.log and
+    cfg.save when set. Raises UsageError on bad input, StopTraining on Ctrl-C or a NaN."""
     check_config(cfg)
-    env = make_env(cfg.env_id)
+    check_output_paths(cfg)
+    env = make_env(cfg.env_id, cfg.env_kwargs)
     obs_dim, n_actions = space_sizes(env)
-
-    # Seeding: the env once, its action space, and one generator for everything else.
-    rng = np.random.default_rng(cfg.seed)
-    obs, _ = env.reset(seed=cfg.seed)
-    env.action_space.seed(cfg.seed)
-
     sizes = network_sizes(obs_dim, n_actions, cfg)
-    theta, params = init_params(rng, sizes)
-    target_theta = theta[efe_slice(sizes)].copy()
-    target = mlp_views(target_theta, sizes["efe"])  # the target net Gbar
-    log_alpha = np.array([-np.log(cfg.precision)], dtype=np.float32)  # alpha = 1/beta
-    opt = {"theta": adam_init(theta), "log_alpha": adam_init(log_alpha)}
-    buf = buffer_init(min(cfg.buffer_size, cfg.total_steps), obs_dim)
+    if checkpoint is None:
+        rng = np.random.default_rng(cfg.seed)
+        state, buf, start = init_state(rng, sizes, cfg), buffer_init(cfg.buffer_size, obs_dim), 0
+    else:
+        state, buf, rng, start = restore(checkpoint, cfg, sizes)
+    params = param_views(state["theta"], sizes)
+    target = mlp_views(state["target_theta"], sizes["efe"])  # the target net Gbar
+
+    # Seeding: the env once (offset by the step count when resuming), its action space, and one
+    # generator, rng, for everything else (initial weights, actions, minibatches).
+    obs, _ = env.reset(seed=cfg.seed + start)
+    env.action_space.seed(cfg.seed + start)
 
     history = {key: [] for key in ("episode_step", "episode_return", "episode_length", "eval_step",
                                    "eval_return", "eval_train_seconds", "step", *UPDATE_METRICS,
                                    "precision", "steps_per_second")}
     s, ep_return, ep_length = encode(obs, env.observation_space), 0.0, 0
-    metrics = []  # update() results since the last progress line
-    start, eval_seconds, last_line = time.perf_counter(), 0.0, (0, 0.0)
+    running = dict.fromkeys(UPDATE_METRICS, float("nan"))
+    clock, eval_seconds, last_line = time.perf_counter(), 0.0, (start, 0.0)
+    done_steps = start
+    log = open_log(cfg.log)
+    log_row = lambda **row: write_log_row(log, {**running, "precision": float(np.exp(-state["log_alpha"][0])),
+                                                "wall_seconds": round(time.perf_counter() - clock, 3), **row})
+    try:
+        for step in range(start + 1, cfg.total_steps + 1):
+            a = act(params["policy"], s, rng)
+            obs, r, terminated, truncated, _ = env.step(env_action(a, env))
+            s_next = encode(obs, env.observation_space)
+            buffer_add(buf, s, a, r, s_next, terminated)  # truncation is not stored: s' has a future
+            s, ep_return, ep_length = s_next, ep_return + float(r), ep_length + 1
+            if terminated or truncated:
+                history["episode_step"].append(step)
+                history["episode_return"].append(ep_return)
+                history["episode_length"].append(ep_length)
+                log_row(kind="episode", step=step, episode=len(history["episode_return"]),
+                        episode_return=ep_return, episode_length=ep_length)
+                obs, _ = env.reset()
+                s, ep_return, ep_length = encode(obs, env.observation_space), 0.0, 0
 
-    for step in range(1, cfg.total_steps + 1):
-        a = act(params["policy"], s, rng)
-        obs, r, terminated, truncated, _ = env.step(env_action(a, env))
-        s_next = encode(obs, env.observation_space)
-        buffer_add(buf, s, a, r, s_next, terminated)  # truncation is not stored: s' has a future
-        s, ep_return, ep_length = s_next, ep_return + float(r), ep_length + 1
-        if terminated or truncated:
-            history["episode_step"].append(step)
-            history["episode_return"].append(ep_return)
-            history["episode_length"].append(ep_length)
-            obs, _ = env.reset()
-            s, ep_return, ep_length = encode(obs, env.observation_space), 0.0, 0
+            if step >= cfg.learning_starts and step % cfg.train_every == 0:
+                for _ in range(cfg.updates):
+                    metrics = update(params, target, state, buffer_sample(buf, rng, cfg.batch_size), cfg, n_actions)
+                    check_finite(metrics, state, step, cfg)
+                    smooth(running, metrics)
+                    state["target_theta"] += cfg.tau * (state["theta"][efe_slice(sizes)] - state["target_theta"])
 
-        if step >= cfg.learning_starts and step % cfg.train_every == 0:
-            for _ in range(cfg.updates):
-                batch = buffer_sample(buf, rng, cfg.batch_size)
-                metrics.append(update(params, theta, target, opt, batch, log_alpha, cfg, n_actions))
-                target_theta += cfg.tau * (theta[efe_slice(sizes)] - target_theta)  # Polyak
+            last = step == cfg.total_steps
+            if (cfg.eval_every and step % cfg.eval_every == 0) or last:
+                eval_start = time.perf_counter()
+                returns = evaluate(params, cfg.env_id, cfg.eval_episodes, cfg.seed + 10_000, cfg.env_kwargs)
+                eval_seconds += time.perf_counter() - eval_start
+                history["eval_step"].append(step)
+                history["eval_return"].append(float(np.mean(returns)))
+                history["eval_train_seconds"].append(time.perf_counter() - clock - eval_seconds)
+                log_row(kind="eval", step=step, episode=len(history["episode_return"]), eval_return=np.mean(returns))
+            if step % cfg.log_every == 0 or last:
+                train_seconds = time.perf_counter() - clock - eval_seconds
+                sps = (step - last_line[0]) / max(train_seconds - last_line[1], 1e-9)
+                record_progress(history, step, running, np.exp(-state["log_alpha"][0]), sps, progress)
+                last_line = (step, train_seconds)
+            if cfg.save and (step % cfg.save_every == 0 or last):
+                save_checkpoint(cfg.save, cfg, step, sizes, state, buf, rng)
+            done_steps = step
+    except KeyboardInterrupt:
+        where = ""
+        if cfg.save:
+            save_checkpoint(cfg.save, cfg, done_steps, sizes, state, buf, rng)
+            where = f"; checkpoint saved to {cfg.save}"
+        raise StopTraining(f"interrupted at step {done_steps}{where}", 130) from None
+    finally:
+        env.close()
+        if log:
+            log.close()
 
-        if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.total_steps:
-            eval_start = time.perf_counter()
-            returns = evaluate(params, cfg.env_id, cfg.eval_episodes, cfg.seed + 10_000)
-            eval_seconds += time.perf_counter() - eval_start
-            history["eval_step"].append(step)
-            history["eval_return"].append(float(np.mean(returns)))
-            history["eval_train_seconds"].append(time.perf_counter() - start - eval_seconds)
-        if step % cfg.log_every == 0 or step == cfg.total_steps:
-            train_seconds = time.perf_counter() - start - eval_seconds
-            sps = (step - last_line[0]) / max(train_seconds - last_line[1], 1e-9)
-            record_progress(history, step, metrics, np.exp(-log_alpha[0]), sps, progress)
-            metrics, last_line = [], (step, train_seconds)
-
-    env.close()
     if progress:
         progress(f"done: {cfg.env_id} seed {cfg.seed} | steps {cfg.total_steps} | "
                  f"episodes {len(history['episode_return'])} | final eval_return {history['eval_return'][-1]:.1f} | "
-                 f"train_seconds {history['eval_train_seconds'][-1]:.1f}")
+                 f"train_seconds {history['eval_train_seconds'][-1]:.1f}" + (f" | saved {cfg.save}" if cfg.save else ""))
     return params, history
 
 
-def record_progress(history, step, metrics, beta, sps, progress):
+def record_progress(history, step, running, beta, sps, progress):
     """Append one progress record to history and hand its line to `progress`."""
-    record = {"step": step}
-    for key in UPDATE_METRICS:
-        record[key] = float(np.mean([m[key] for m in metrics])) if metrics else float("nan")
-    record["precision"], record["steps_per_second"] = float(beta), float(sps)
+    record = {"step": step, **running, "precision": float(beta), "steps_per_second": float(sps)}
     for key, value in record.items():
         history[key].append(value)
     if progress:
@@ -497,11 +583,123 @@ def record_progress(history, step, metrics, beta, sps, progress):
 
 
 # ---------------------------------------------------------------------------------------------
+# Logs and checkpoints
+# ---------------------------------------------------------------------------------------------
+def open_log(path):
+    """The CSV log opened for appending (a header first when the file is new), or None."""
+    if not path:
+        return None
+    new = not os.path.exists(path) or os.path.getsize(path) == 0
+    f = open(path, "a", newline="")
+    if new:
+        write_log_row(f, {key: key for key in LOG_COLUMNS})
+    return f
+
+
+def write_log_row(f, row):
+    """One CSV row in LOG_COLUMNS order (missing fields empty), flushed so a crash keeps it."""
+    if f:
+        csv.DictWriter(f, LOG_COLUMNS, restval="").writerow(row)
+        f.flush()
+
+
+CHECKPOINT_VERSION = 1
+
+
+def save_checkpoint(path, cfg, step, sizes, state, buf, rng):
+    """Everything needed to evaluate or resume, in one .npz (no pickled objects). Written to a
+    temporary file in the same folder, then renamed over `path`: a crash or Ctrl-C mid-write
+    leaves the previous checkpoint intact."""
+    if not np.all(np.isfinite(state["theta"])):
+        raise StopTraining(f"parameters are not finite at step {step}; {path} not overwritten", 1)
+    arrays = {
+        "format_version": np.array(CHECKPOINT_VERSION),
+        "config": np.array(json.dumps({k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUN_OPTIONS})),
+        "env_id": np.array(cfg.env_id),
+        "obs_dim": np.array(sizes["efe"][0]),
+        "n_actions": np.array(sizes["efe"][-1]),
+        "step": np.array(step),
+        "rng_state": np.array(json.dumps(rng.bit_generator.state)),
+        "theta": state["theta"], "target_theta": state["target_theta"], "log_alpha": state["log_alpha"],
+    }
+    for name in ("adam_theta", "adam_log_alpha"):
+        arrays.update({f"{name}_{k}": np.asarray(v) for k, v in state[name].items()})
+    arrays.update({f"buffer_{k}": np.asarray(v) for k, v in buf.items()})
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".dai-", suffix=".npz.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+CHECKPOINT_KEYS = ("config", "env_id", "obs_dim", "n_actions", "step", "rng_state", "theta", "target_theta",
+                   "log_alpha", "adam_theta_m", "adam_theta_v", "adam_theta_t", "adam_log_alpha_m",
+                   "adam_log_alpha_v", "adam_log_alpha_t", "buffer_s", "buffer_a", "buffer_r", "buffer_s_next",
+                   "buffer_terminated", "buffer_index", "buffer_size")
+
+
+def load_checkpoint(path):
+    """A checkpoint's arrays; refuses a missing, unreadable, foreign or other-version file.
+    allow_pickle=False: loading a checkpoint can never run code."""
+    if not os.path.isfile(path):
+        raise UsageError(f"checkpoint {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            ckpt = {key: data[key] for key in data.files}
+    except Exception as e:  # anything a damaged file can raise while being parsed
+        raise UsageError(f"{path} is not a readable checkpoint (truncated or not an .npz file: {e})") from None
+    if "format_version" not in ckpt:
+        raise UsageError(f"{path} is not a dai.py checkpoint (it has no format_version)")
+    if int(ckpt["format_version"]) != CHECKPOINT_VERSION:
+        raise UsageError(f"{path} is checkpoint format version {int(ckpt['format_version'])}; "
+                         f"this dai.py reads version {CHECKPOINT_VERSION}")
+    missing = [key for key in CHECKPOINT_KEYS if key not in ckpt]
+    if missing:
+        raise UsageError(f"{path} is not a complete dai.py checkpoint (missing {', '.join(missing)})")
+    return ckpt
+
+
+def checkpoint_theta(ckpt, cfg, sizes):
+    """The checkpoint's parameter vector, refused when made for other sizes than `sizes`."""
+    obs_dim, n_actions = sizes["efe"][0], sizes["efe"][-1]
+    saved = int(ckpt["obs_dim"]), int(ckpt["n_actions"])
+    if saved != (obs_dim, n_actions):
+        raise UsageError(f"checkpoint was made for {ckpt['env_id']} (observation size {saved[0]}, {saved[1]} actions); "
+                         f"{cfg.env_id} has observation size {obs_dim} and {n_actions} actions")
+    expected = sum(n_mlp_params(s) for s in sizes.values())
+    if ckpt["theta"].size != expected:
+        raise UsageError(f"checkpoint has {ckpt['theta'].size} parameters, but hidden_size {cfg.hidden_size} "
+                         f"and hidden_layers {cfg.hidden_layers} make {expected}; do not override them when loading")
+    return ckpt["theta"].astype(np.float32)
+
+
+def restore(ckpt, cfg, sizes):
+    """(state, buffer, rng, step) to resume training from a checkpoint."""
+    theta = checkpoint_theta(ckpt, cfg, sizes)
+    if len(ckpt["buffer_a"]) != cfg.buffer_size:
+        raise UsageError(f"checkpoint's replay buffer holds {len(ckpt['buffer_a'])} transitions; "
+                         f"buffer_size cannot change when resuming (asked for {cfg.buffer_size})")
+    adam = lambda name: {"m": ckpt[f"{name}_m"], "v": ckpt[f"{name}_v"], "t": int(ckpt[f"{name}_t"])}
+    state = {"theta": theta, "target_theta": ckpt["target_theta"], "log_alpha": ckpt["log_alpha"],
+             "adam_theta": adam("adam_theta"), "adam_log_alpha": adam("adam_log_alpha")}
+    buf = {key: ckpt["buffer_" + key] for key in ("s", "a", "r", "s_next", "terminated")}
+    buf.update(index=int(ckpt["buffer_index"]), size=int(ckpt["buffer_size"]))
+    rng = np.random.default_rng()
+    rng.bit_generator.state = json.loads(str(ckpt["rng_state"]))
+    return state, buf, rng, int(ckpt["step"])
+
+
+# ---------------------------------------------------------------------------------------------
 # Evaluation
 # ---------------------------------------------------------------------------------------------
-def evaluate(params, env_id, episodes, seed):
+def evaluate(params, env_id, episodes, seed, env_kwargs="", render=False):
     """Returns of `episodes` episodes acting with the mode of q, on a fresh env seeded `seed`."""
-    env = make_env(env_id)
+    env = make_env(env_id, env_kwargs, render_mode="human" if render else None)
     returns = []
     obs, _ = env.reset(seed=seed)
     for _ in range(episodes):
@@ -524,64 +722,110 @@ def check_config(cfg):
     problems = [
         (cfg.total_steps < 1, "total_steps must be at least 1"),
         (cfg.hidden_size < 1 or cfg.hidden_layers < 1, "hidden_size and hidden_layers must be at least 1"),
-        (cfg.learning_rate <= 0 or cfg.precision_learning_rate <= 0, "learning rates must be > 0"),
+        (not (cfg.learning_rate > 0 and cfg.precision_learning_rate > 0), "learning rates must be > 0"),
         (cfg.batch_size < 1, "batch_size must be at least 1"),
         (cfg.buffer_size < cfg.batch_size, "buffer_size must be at least batch_size"),
         (cfg.learning_starts < 0, "learning_starts must be >= 0"),
         (cfg.train_every < 1 or cfg.updates < 1, "train_every and updates must be at least 1"),
         (not 0 <= cfg.gamma < 1, "gamma must be in [0, 1)"),
         (not 0 < cfg.tau <= 1, "tau must be in (0, 1]"),
-        (cfg.epistemic_weight < 0, "epistemic_weight must be >= 0"),
+        (not cfg.epistemic_weight >= 0, "epistemic_weight must be >= 0"),
         (cfg.bootstrap not in ("expectation", "min"), "bootstrap must be 'expectation' or 'min'"),
-        (not cfg.precision > 0, "precision must be > 0"),
+        (not 0 < cfg.precision < float("inf"), "precision must be > 0"),
         (not 0 < cfg.target_entropy < 1, "target_entropy must be in (0, 1)"),
         (cfg.eval_every < 0 or cfg.eval_episodes < 1, "eval_every must be >= 0 and eval_episodes >= 1"),
-        (cfg.log_every < 1, "log_every must be at least 1"),
+        (cfg.log_every < 1 or cfg.save_every < 1, "log_every and save_every must be at least 1"),
     ]
     for bad, message in problems:
         if bad:
             raise UsageError(message)
+    parse_env_kwargs(cfg.env_kwargs)
 
 
-def parse_args(argv=None):
-    """A flag per Config field (kebab case), help text from the field's comment, the env id positional."""
-    parser = argparse.ArgumentParser(
-        prog="dai.py",
-        description="Deep active inference (Millidge 2019) on a Gymnasium environment.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    helps = field_comments()
-    parser.add_argument("env_id", help=helps["env_id"])
-    for field in dataclasses.fields(Config):
-        if field.name == "env_id":
-            continue
-        flag = "--" + field.name.replace("_", "-")
-        if field.type in (bool, "bool"):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=helps[field.name])
-        else:
-            kind = {"int": int, "float": float, "str": str}.get(field.type, field.type)
-            parser.add_argument(flag, type=kind, default=field.default, help=helps[field.name])
-    return Config(**vars(parser.parse_args(argv))), parser
+def check_output_paths(cfg):
+    """Refuse, before any training, to write where it would fail or overwrite a user's file."""
+    for flag, path in (("save", cfg.save), ("log", cfg.log)):
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise UsageError(f"--{flag} {path}: the folder does not exist")
+    resuming_in_place = cfg.load and os.path.exists(cfg.save or "") and os.path.samefile(cfg.save, cfg.load)
+    if cfg.save and os.path.exists(cfg.save) and not resuming_in_place:
+        raise UsageError(f"--save {cfg.save} already exists; choose another path, or resume from it with --load {cfg.save}")
+
+
+def check_display():
+    """--render needs a screen; on Linux that means DISPLAY or WAYLAND_DISPLAY."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise UsageError("--render needs a display, and none was found (DISPLAY is not set)")
 
 
 def field_comments():
-    """Config field name -> the comment after it in the source: one meaning, written once."""
-    import inspect
-
+    """Config field name -> the comment after it in the source: each meaning is written once."""
+    try:
+        lines = inspect.getsource(Config).splitlines()
+    except (OSError, TypeError):  # no source file (e.g. pasted into a REPL)
+        return {}
     helps = {}
-    for line in inspect.getsource(Config).splitlines():
-        name, sep, comment = line.partition("#")
-        if sep and ":" in name:
-            helps[name.split(":")[0].strip()] = comment.strip()
+    for line in lines:
+        code, sep, comment = line.partition("#")
+        if sep and ":" in code:
+            helps[code.split(":")[0].strip()] = comment.strip()
     return helps
 
 
+def build_parser():
+    """A flag per Config field (kebab case), help from the field's comment, env_id positional.
+    Defaults are left out of the parsed result, so that only the flags a user gave override a
+    loaded checkpoint's config."""
+    parser = argparse.ArgumentParser(prog="dai.py", argument_default=argparse.SUPPRESS,
+                                     description="Deep active inference (Millidge 2019) on a Gymnasium environment.")
+    helps = field_comments()
+    parser.add_argument("env_id", help=helps.get("env_id"))
+    for field in dataclasses.fields(Config)[1:]:
+        flags = ["--" + field.name.replace("_", "-")] + (["--episodes"] if field.name == "eval_episodes" else [])
+        text = f"{helps.get(field.name, '')} (default: {field.default!r})"
+        if field.type is bool:
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, help=text)
+        else:
+            parser.add_argument(*flags, type=field.type, help=text, metavar=field.type.__name__.upper())
+    return parser
+
+
+def make_config(given, checkpoint=None):
+    """Config defaults, then the checkpoint's config (hyperparameters only), then the flags given."""
+    saved = json.loads(str(checkpoint["config"])) if checkpoint is not None else {}
+    names = {f.name for f in dataclasses.fields(Config)}
+    saved = {k: v for k, v in saved.items() if k in names and k not in RUN_OPTIONS}
+    return Config(**{**saved, **given})
+
+
 def main(argv=None):
-    cfg, parser = parse_args(argv)
+    """The command line. Exit codes: 0 done, 1 stopped on a non-finite value, 2 bad input,
+    130 interrupted (Ctrl-C)."""
+    parser = build_parser()
+    given = vars(parser.parse_args(argv))
     try:
-        train(cfg)
+        checkpoint = load_checkpoint(given["load"]) if given.get("load") else None
+        cfg = make_config(given, checkpoint)
+        if cfg.render:
+            check_display()
+        if cfg.eval_only:
+            if checkpoint is None:
+                raise UsageError("--eval-only needs a checkpoint: --load PATH")
+            check_config(cfg)
+            env = make_env(cfg.env_id, cfg.env_kwargs)
+            sizes = network_sizes(*space_sizes(env), cfg)
+            env.close()
+            params = param_views(checkpoint_theta(checkpoint, cfg, sizes), sizes)
+        else:
+            params, _ = train(cfg, checkpoint=checkpoint)
+        if cfg.eval_only or cfg.render:
+            returns = evaluate(params, cfg.env_id, cfg.eval_episodes, cfg.seed + 10_000, cfg.env_kwargs, cfg.render)
+            print(f"eval_return mean {np.mean(returns):.2f} std {np.std(returns):.2f} over {len(returns)} episodes")
     except UsageError as e:
         parser.exit(2, f"dai.py: error: {e}\n")
+    except StopTraining as e:
+        print(f"dai.py: {e}", file=sys.stderr)
+        return e.exit_code
     return 0
 
 
