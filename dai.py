@@ -60,7 +60,7 @@ class Config:
     total_steps: int = 50_000  # environment steps to train for
     hidden_size: int = 128  # ReLU units in each hidden layer of all three networks
     hidden_layers: int = 2  # hidden layers in each network
-    learning_rate: float = 1e-3  # Adam step size for the three networks
+    learning_rate: float = 2e-3  # Adam step size for the three networks
     batch_size: int = 64  # transitions per minibatch update
     buffer_size: int = 100_000  # replay buffer capacity (oldest transitions are overwritten)
     learning_starts: int = 1_000  # env steps collected before the first update
@@ -171,8 +171,9 @@ def init_params(rng, sizes):
     params = param_views(theta, sizes)
     for name in NETWORKS:
         for W, b in params[name]:
-            W[...] = rng.normal(0.0, np.sqrt(2.0 / W.shape[0]), W.shape)
-        params[name][-1][0][...] *= 0.01 if name == "policy" else 1.0
+            W[...] = rng.normal(0.0, np.sqrt(2.0 / W.shape[0]), W.shape)  # He: keeps ReLU activations' scale
+    policy_out_W = params["policy"][-1][0]
+    policy_out_W *= 0.01
     return theta, params
 
 
@@ -357,12 +358,20 @@ def parse_env_kwargs(text):
     return kwargs
 
 
+DEFAULT_TIME_LIMIT = 1_000  # steps, for environments registered without one
+
+
 def make_env(env_id, env_kwargs="", render_mode=None):
-    """gymnasium.make(env_id, **env_kwargs), refusing what this agent does not support."""
+    """gymnasium.make(env_id, **env_kwargs), refusing what this agent does not support.
+
+    An environment registered without a time limit gets DEFAULT_TIME_LIMIT (a truncation), so
+    that every episode, evaluation included, ends; env_kwargs {"max_episode_steps": N} sets it."""
     kwargs = parse_env_kwargs(env_kwargs)
     if render_mode:
         kwargs["render_mode"] = render_mode
     try:
+        if "max_episode_steps" not in kwargs and gym.spec(env_id).max_episode_steps is None:
+            kwargs["max_episode_steps"] = DEFAULT_TIME_LIMIT
         env = gym.make(env_id, **kwargs)
     except gym.error.Error as e:
         raise UsageError(f"cannot make environment {env_id!r}: {e}") from None
@@ -492,6 +501,9 @@ def train(cfg, progress=print, checkpoint=None):
         state, buf, start = init_state(rng, sizes, cfg), buffer_init(cfg.buffer_size, obs_dim), 0
     else:
         state, buf, rng, start = restore(checkpoint, cfg, sizes)
+        if start >= cfg.total_steps:
+            raise UsageError(f"the checkpoint is at step {start}; pass --total-steps above it to train on, "
+                             "or --eval-only to evaluate it")
     params = param_views(state["theta"], sizes)
     target = mlp_views(state["target_theta"], sizes["efe"])  # the target net Gbar
 
@@ -508,8 +520,11 @@ def train(cfg, progress=print, checkpoint=None):
     clock, eval_seconds, last_line = time.perf_counter(), 0.0, (start, 0.0)
     done_steps = start
     log = open_log(cfg.log)
-    log_row = lambda **row: write_log_row(log, {**running, "precision": float(np.exp(-state["log_alpha"][0])),
-                                                "wall_seconds": round(time.perf_counter() - clock, 3), **row})
+
+    def log_row(**row):  # a CSV row, completed with the current metrics
+        beta = float(np.exp(-state["log_alpha"][0]))
+        write_log_row(log, {**running, "precision": beta, "wall_seconds": round(time.perf_counter() - clock, 3), **row})
+
     try:
         for step in range(start + 1, cfg.total_steps + 1):
             a = act(params["policy"], s, rng)
@@ -590,7 +605,10 @@ def open_log(path):
     if not path:
         return None
     new = not os.path.exists(path) or os.path.getsize(path) == 0
-    f = open(path, "a", newline="")
+    try:
+        f = open(path, "a", newline="")
+    except OSError as e:
+        raise UsageError(f"--log {path}: {e.strerror}") from None
     if new:
         write_log_row(f, {key: key for key in LOG_COLUMNS})
     return f
@@ -786,7 +804,8 @@ def build_parser():
         if field.type is bool:
             parser.add_argument(*flags, action=argparse.BooleanOptionalAction, help=text)
         else:
-            parser.add_argument(*flags, type=field.type, help=text, metavar=field.type.__name__.upper())
+            metavar = {"save": "PATH", "load": "PATH", "log": "PATH", "env_kwargs": "JSON"}.get(field.name)
+            parser.add_argument(*flags, type=field.type, help=text, metavar=metavar or field.type.__name__.upper())
     return parser
 
 
@@ -826,6 +845,9 @@ def main(argv=None):
     except StopTraining as e:
         print(f"dai.py: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:  # outside training: nothing to save
+        print("dai.py: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small matrices: one BLAS thread is faster (README, Speed)
+
 import autograd.numpy as anp
 import gymnasium as gym
 import numpy as np
@@ -316,3 +318,208 @@ def test_cli_bad_input_is_one_line_exit_2(args, words):
     assert "Traceback" not in out.stderr
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("dai.py: error:") and words in last
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints, logs, interruption, non-finite values (issue 3)
+# ---------------------------------------------------------------------------------------------
+def test_checkpoint_round_trip_gives_identical_actions_and_identical_continued_training(tmp_path):
+    path = str(tmp_path / "agent.npz")
+    params, _ = dai.train(small_config(save=path), progress=None)
+    ckpt = dai.load_checkpoint(path)
+    assert int(ckpt["step"]) == 600
+    cfg = dai.make_config({"env_id": "CartPole-v1", "total_steps": 900}, ckpt)
+    assert cfg.hidden_size == 16 and cfg.total_steps == 900  # saved config, then the flags given
+    loaded = dai.param_views(dai.checkpoint_theta(ckpt, cfg, dai.network_sizes(4, 2, cfg)), dai.network_sizes(4, 2, cfg))
+    states = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+    assert [dai.act(params["policy"], s) for s in states] == [dai.act(loaded["policy"], s) for s in states]
+    runs = [dai.train(cfg, progress=None, checkpoint=dai.load_checkpoint(path)) for _ in range(2)]
+    assert runs[0][1]["episode_return"] == runs[1][1]["episode_return"]
+    assert runs[0][1]["eval_step"] == [900] and runs[0][1]["efe_loss"] == runs[1][1]["efe_loss"]
+
+
+def write_npz(path, **arrays):
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+@pytest.fixture(scope="module")
+def good_checkpoint(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("ckpt") / "good.npz")
+    dai.train(small_config(total_steps=300, eval_every=0, save=path), progress=None)
+    return path
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("missing", "does not exist"),
+    ("truncated", "is not a readable checkpoint"),
+    ("text", "is not a readable checkpoint"),
+    ("foreign npz", "is not a dai.py checkpoint"),
+    ("other version", "is checkpoint format version 99; this dai.py reads version 1"),
+    ("incomplete", "is not a complete dai.py checkpoint (missing"),
+    ("other env", "checkpoint was made for CartPole-v1 (observation size 4, 2 actions); Acrobot-v1 has"),
+])
+def test_bad_checkpoints_are_refused_with_their_reason(tmp_path, good_checkpoint, kind, words):
+    path, env_id = str(tmp_path / "bad.npz"), "CartPole-v1"
+    data = open(good_checkpoint, "rb").read()
+    if kind == "truncated":
+        open(path, "wb").write(data[: len(data) // 2])
+    elif kind == "text":
+        open(path, "w").write("not a checkpoint\n")
+    elif kind == "foreign npz":
+        write_npz(path, weights=np.zeros(3))
+    elif kind == "other version":
+        write_npz(path, format_version=np.array(99))
+    elif kind == "incomplete":
+        write_npz(path, format_version=np.array(1), theta=np.zeros(3))
+    elif kind == "other env":
+        path, env_id = good_checkpoint, "Acrobot-v1"
+    out = run_cli(env_id, "--load", path, "--eval-only", "--episodes", "1")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dai.py: error:") and words in lines[0]
+
+
+def test_eval_only_prints_mean_and_std(good_checkpoint):
+    out = run_cli("CartPole-v1", "--load", good_checkpoint, "--eval-only", "--episodes", "3")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("eval_return mean ") and "over 3 episodes" in out.stdout
+
+
+def test_a_crash_during_a_save_leaves_the_old_checkpoint_loadable(tmp_path, good_checkpoint, monkeypatch):
+    path = str(tmp_path / "agent.npz")
+    open(path, "wb").write(open(good_checkpoint, "rb").read())
+    before = open(path, "rb").read()
+
+    def crash(f, **arrays):
+        f.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dai.np, "savez", crash)
+    ckpt = dai.load_checkpoint(path)
+    sizes = dai.network_sizes(4, 2, small_config())
+    state, buf, rng, step = dai.restore(ckpt, small_config(), sizes)
+    with pytest.raises(KeyboardInterrupt):
+        dai.save_checkpoint(path, small_config(), step + 1, sizes, state, buf, rng)
+    assert open(path, "rb").read() == before
+    assert os.listdir(tmp_path) == ["agent.npz"]  # no temporary file left behind
+    assert int(dai.load_checkpoint(path)["step"]) == step
+
+
+def test_save_refuses_to_overwrite_an_existing_file(tmp_path):
+    precious = tmp_path / "notes.txt"
+    precious.write_text("my notes")
+    out = run_cli("CartPole-v1", "--save", str(precious), "--total-steps", "10")
+    assert out.returncode == 2 and "already exists" in out.stderr
+    assert precious.read_text() == "my notes"
+
+
+def test_ctrl_c_leaves_a_loadable_checkpoint_and_a_complete_log(tmp_path):
+    import csv
+    import signal
+    import time
+
+    ckpt, log = tmp_path / "agent.npz", tmp_path / "log.csv"
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "dai.py"), "CartPole-v1", "--total-steps", "100000",
+                             "--learning-starts", "200", "--hidden-size", "16", "--save", str(ckpt), "--log", str(log),
+                             "--eval-every", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not log.exists() or log.read_text().count("\n") < 40):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted at step" in err and str(ckpt) in err
+    step = int(dai.load_checkpoint(str(ckpt))["step"])
+    rows = list(csv.DictReader(open(log)))
+    assert len(rows) >= 39 and all(None not in row and row["kind"] == "episode" for row in rows)
+    assert 0 < int(rows[-1]["step"]) <= step
+
+
+class NanAfter(gym.Env):
+    """CartPole-like observations; the reward becomes NaN after 400 steps."""
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self.t = 0
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.np_random.uniform(-1, 1, 2).astype(np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        obs = self.np_random.uniform(-1, 1, 2).astype(np.float32)
+        return obs, float("nan") if self.t > 400 else 1.0, False, self.t % 50 == 0, {}
+
+
+gym.register("TestNanAfter-v0", entry_point=NanAfter)
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    path = str(tmp_path / "agent.npz")
+    cfg = small_config(env_id="TestNanAfter-v0", total_steps=2000, learning_starts=100, eval_every=0,
+                       save=path, save_every=300)
+    with pytest.raises(dai.StopTraining) as stop:
+        dai.train(cfg, progress=None)
+    assert stop.value.exit_code == 1
+    assert "efe_loss became nan at step" in str(stop.value) and "keeps the last good checkpoint" in str(stop.value)
+    ckpt = dai.load_checkpoint(path)
+    assert int(ckpt["step"]) == 300 and np.all(np.isfinite(ckpt["theta"]))
+
+
+def test_discrete_observation_env_learns_frozenlake():
+    cfg = dai.Config(env_id="FrozenLake-v1", env_kwargs='{"is_slippery": false}', total_steps=5000,
+                     learning_starts=500, hidden_size=32, eval_every=0, eval_episodes=1, seed=0)
+    _, history = dai.train(cfg, progress=None)
+    assert history["eval_return"][-1] == 1.0  # the greedy policy walks to the goal
+    assert np.mean(history["episode_return"][-20:]) > 0.5
+
+
+@pytest.mark.parametrize("args, words", [
+    (["FrozenLake-v1", "--env-kwargs", "{is_slippery: false}"], "env_kwargs is not valid JSON"),
+    (["FrozenLake-v1", "--env-kwargs", "[1, 2]"], "env_kwargs must be a JSON object"),
+    (["FrozenLake-v1", "--env-kwargs", '{"slippery": false}'], "cannot make environment 'FrozenLake-v1' with env_kwargs"),
+    (["CartPole-v1", "--eval-only"], "--eval-only needs a checkpoint"),
+    (["CartPole-v1", "--log", "/no/such/folder/log.csv"], "the folder does not exist"),
+    (["CartPole-v1", "--tau", "0"], "tau must be in (0, 1]"),
+    (["CartPole-v1", "--target-entropy", "1.5"], "target_entropy must be in (0, 1)"),
+    (["CartPole-v1", "--total-steps", "ten"], "invalid int value"),
+])
+def test_cli_more_bad_input_is_one_line_exit_2(args, words):
+    out = run_cli(*args)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("dai.py: error:") and words in out.stderr
+
+
+def test_render_without_a_display_says_so(good_checkpoint):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    out = subprocess.run([sys.executable, "dai.py", "CartPole-v1", "--load", good_checkpoint, "--eval-only",
+                          "--render"], capture_output=True, text=True, cwd=HERE, env=env, timeout=120)
+    assert out.returncode == 2 and out.stderr.strip() == "dai.py: error: --render needs a display, and none was found (DISPLAY is not set)"
+
+
+def test_readme_documents_every_flag_and_the_test_command():
+    readme = open(os.path.join(HERE, "README.md")).read()
+    for field in dai.dataclasses.fields(dai.Config)[1:]:
+        assert "`--" + field.name.replace("_", "-") in readme, field.name
+    assert "python -m pytest -q test_dai.py" in readme
+    assert "python -m pytest -q test_dai.py" in open(os.path.join(HERE, ".ci", "run")).read()
+
+
+def test_resuming_a_finished_run_asks_for_more_steps(good_checkpoint):
+    ckpt = dai.load_checkpoint(good_checkpoint)
+    cfg = dai.make_config({"env_id": "CartPole-v1"}, ckpt)  # total_steps 300, as saved
+    with pytest.raises(dai.UsageError, match="the checkpoint is at step 300; pass --total-steps above it"):
+        dai.train(cfg, progress=None, checkpoint=ckpt)
+
+
+@pytest.mark.parametrize("env_id", ["Taxi-v4", "CliffWalking-v1", "FrozenLake8x8-v1", "Acrobot-v1"])
+def test_other_environments_run(env_id):
+    """Discrete (one-hot) and Box observations; CliffWalking has no time limit of its own."""
+    cfg = small_config(env_id=env_id, total_steps=120, learning_starts=40, batch_size=8, hidden_size=8,
+                       eval_every=0, eval_episodes=1)
+    _, history = dai.train(cfg, progress=None)
+    assert len(history["eval_return"]) == 1 and np.isfinite(history["eval_return"][0])
+    assert dai.make_env(env_id).spec.max_episode_steps is not None

@@ -1,0 +1,86 @@
+"""Milliseconds per minibatch update and per env step (acting), with dai.py's defaults.
+
+    python benchmarks/update_cost.py                 # CartPole-v1 sizes
+    python benchmarks/update_cost.py Acrobot-v1 --updates 500
+
+Also times the same update with autograd tracing the MLP itself (dai.mlp replaced by a plain
+autograd.numpy MLP), to show what the hand-written backward pass (dai.mlp_vjp) buys.
+Run it on an otherwise idle machine: the figures are per process, one BLAS thread.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy loads
+
+import autograd.numpy as anp  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import dai  # noqa: E402
+
+
+def traced_mlp(layers, x):
+    """The MLP written for autograd to trace: every dot, add and ReLU is a recorded operation."""
+    for W, b in layers[:-1]:
+        x = anp.maximum(anp.dot(x, W) + b, 0.0)
+    W, b = layers[-1]
+    return anp.dot(x, W) + b
+
+
+def ms_per_update(cfg, obs_dim, n_actions, n):
+    rng = np.random.default_rng(0)
+    sizes = dai.network_sizes(obs_dim, n_actions, cfg)
+    state = dai.init_state(rng, sizes, cfg)
+    params, target = dai.param_views(state["theta"], sizes), dai.mlp_views(state["target_theta"], sizes["efe"])
+    buf = dai.buffer_init(10_000, obs_dim)
+    for _ in range(10_000):
+        dai.buffer_add(buf, rng.normal(size=obs_dim), rng.integers(n_actions), 1.0, rng.normal(size=obs_dim), 0.0)
+    for _ in range(20):  # warm-up
+        dai.update(params, target, state, dai.buffer_sample(buf, rng, cfg.batch_size), cfg, n_actions)
+    start = time.perf_counter()
+    for _ in range(n):
+        dai.update(params, target, state, dai.buffer_sample(buf, rng, cfg.batch_size), cfg, n_actions)
+    return (time.perf_counter() - start) / n * 1e3
+
+
+def ms_per_env_step(cfg, n):
+    env = dai.make_env(cfg.env_id, cfg.env_kwargs)
+    obs_dim, n_actions = dai.space_sizes(env)
+    rng = np.random.default_rng(0)
+    params = dai.param_views(dai.init_state(rng, dai.network_sizes(obs_dim, n_actions, cfg), cfg)["theta"],
+                             dai.network_sizes(obs_dim, n_actions, cfg))
+    obs, _ = env.reset(seed=0)
+    start = time.perf_counter()
+    for _ in range(n):
+        a = dai.act(params["policy"], dai.encode(obs, env.observation_space), rng)
+        obs, _, terminated, truncated, _ = env.step(dai.env_action(a, env))
+        if terminated or truncated:
+            obs, _ = env.reset()
+    return (time.perf_counter() - start) / n * 1e3
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("env_id", nargs="?", default="CartPole-v1")
+    parser.add_argument("--updates", type=int, default=1000)
+    args = parser.parse_args()
+    cfg = dai.Config(env_id=args.env_id)
+    env = dai.make_env(cfg.env_id)
+    obs_dim, n_actions = dai.space_sizes(env)
+    print(f"# {args.env_id}: hidden {cfg.hidden_layers}x{cfg.hidden_size}, batch {cfg.batch_size}, "
+          f"{sum(dai.n_mlp_params(s) for s in dai.network_sizes(obs_dim, n_actions, cfg).values())} parameters")
+    update_ms = ms_per_update(cfg, obs_dim, n_actions, args.updates)
+    step_ms = ms_per_env_step(cfg, 5 * args.updates)
+    print(f"update (dai.py, hand-written MLP backward): {update_ms:.2f} ms")
+    print(f"env step + acting: {step_ms:.3f} ms")
+    print(f"implied env steps per second at {cfg.updates} update(s) every {cfg.train_every} step(s): "
+          f"{1e3 / (step_ms + update_ms * cfg.updates / cfg.train_every):.0f}")
+    dai.mlp = traced_mlp  # the losses look mlp up at call time
+    print(f"update with autograd tracing the MLP instead: {ms_per_update(cfg, obs_dim, n_actions, args.updates // 4):.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
