@@ -1,0 +1,144 @@
+"""Learning curves: run dai.train for each configuration and seed, keep every history as CSV,
+draw the evaluation return over env steps (mean line, min-max band, solve threshold).
+
+    python benchmarks/curves.py CartPole-v1 --seeds 0 1 2 3 4 --steps 50000
+    python benchmarks/curves.py CartPole-v1 --seeds 0 1 2 3 4 --steps 50000 --name epistemic \\
+        --configs default "lambda=0:epistemic_weight=0"
+
+A configuration is LABEL or LABEL:key=value,key=value (Config fields); `--set key=value ...`
+applies to all of them. Histories go to benchmarks/results/ENV_LABEL_seedN_{eval,episodes,progress}.csv
+and the figure to benchmarks/results/ENV_NAME.png. `--reuse` reads histories already there
+instead of training again. Seeds run in parallel processes, one core each.
+"""
+
+import argparse
+import csv
+import os
+import sys
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one core per run, before NumPy loads
+
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+
+import gymnasium as gym  # noqa: E402
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, ".."))
+import dai  # noqa: E402
+from solve import parse_overrides, run, solve_summary  # noqa: E402
+
+# history keys that share a length, one CSV each
+TABLES = {
+    "episodes": ("episode_step", "episode_return", "episode_length"),
+    "eval": ("eval_step", "eval_return", "eval_train_seconds"),
+    "progress": ("step", *dai.UPDATE_METRICS, "precision", "steps_per_second"),
+}
+
+
+def parse_config(text):
+    """"LABEL" or "LABEL:key=value,key=value" -> (label, overrides)."""
+    label, _, pairs = text.partition(":")
+    return label, parse_overrides([p for p in pairs.split(",") if p])
+
+
+def history_path(out, env_id, label, seed, table):
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+    return os.path.join(out, f"{env_id}_{safe}_seed{seed}_{table}.csv")
+
+
+def write_history(history, out, env_id, label, seed):
+    for table, keys in TABLES.items():
+        with open(history_path(out, env_id, label, seed, table), "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(keys)
+            writer.writerows(zip(*(history[k] for k in keys)))
+
+
+def read_history(out, env_id, label, seed):
+    history = {}
+    for table, keys in TABLES.items():
+        with open(history_path(out, env_id, label, seed, table)) as f:
+            rows = list(csv.DictReader(f))
+        for k in keys:
+            history[k] = [float(row[k]) for row in rows]
+    return history
+
+
+def plot(curves, env_id, threshold, path):
+    """curves: {label: (steps, returns of shape (seeds, evaluations))}."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=100)
+    for label, (steps, returns) in curves.items():
+        line, = ax.plot(steps, returns.mean(axis=0), label=f"{label} ({len(returns)} seeds)")
+        ax.fill_between(steps, returns.min(axis=0), returns.max(axis=0), color=line.get_color(), alpha=0.2)
+    ax.axhline(threshold, color="grey", linestyle="--", linewidth=1, label=f"solved ({threshold:g})")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("evaluation return (mean of episodes)")
+    ax.set_title(f"dai.py on {env_id}: mean and min-max over seeds")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("env_id")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--steps", type=int, default=None, help="total_steps (default: Config's)")
+    parser.add_argument("--configs", nargs="+", default=["default"], help="LABEL or LABEL:key=value,...")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every config")
+    parser.add_argument("--name", default="curves", help="figure name: results/ENV_NAME.png")
+    parser.add_argument("--threshold", type=float, default=None, help="default: the env's reward_threshold")
+    parser.add_argument("--out", default=os.path.join(HERE, "results"))
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--reuse", action="store_true", help="read the histories in --out instead of training")
+    args = parser.parse_args(argv)
+
+    threshold = args.threshold if args.threshold is not None else gym.spec(args.env_id).reward_threshold
+    common = parse_overrides(args.set)
+    if args.steps:
+        common["total_steps"] = args.steps
+    configs = [parse_config(text) for text in args.configs]
+    os.makedirs(args.out, exist_ok=True)
+
+    jobs = [(label, dai.Config(env_id=args.env_id, seed=seed, **{**common, **overrides}))
+            for label, overrides in configs for seed in args.seeds]
+    histories = {}
+    if args.reuse:
+        for label, cfg in jobs:
+            histories[label, cfg.seed] = read_history(args.out, args.env_id, label, cfg.seed)
+    else:
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            for (label, cfg), (seed, history) in zip(jobs, pool.map(run, [cfg for _, cfg in jobs])):
+                write_history(history, args.out, args.env_id, label, seed)
+                histories[label, seed] = history
+
+    curves = {}
+    print(f"# {args.env_id}, threshold {threshold:g}, seeds {args.seeds}, common overrides {common or 'none'}")
+    for label, overrides in configs:
+        runs = [histories[label, seed] for seed in args.seeds]
+        curves[label] = (runs[0]["eval_step"], np.array([h["eval_return"] for h in runs]))
+        rows = [solve_summary(h, threshold) for h in runs]
+        solved = [r["solved_at"] for r in rows if r["solved_at"] is not None]
+        finals = np.array([r["final"] for r in rows])
+        stay = [r["stay_solved"] for r in rows if r["stay_solved"] is not None]
+        print(f"{label} {overrides or ''}: solved {len(solved)}/{len(rows)} | "
+              f"solved_at median {np.median(solved) if solved else float('nan'):.0f} "
+              f"[{min(solved, default=float('nan')):.0f}-{max(solved, default=float('nan')):.0f}] | "
+              f"stay_solved median {np.median(stay) if stay else float('nan'):.0%} | "
+              f"final {finals.mean():.1f} ± {finals.std():.1f} | "
+              f"train_seconds median {np.median([h['eval_train_seconds'][-1] for h in runs]):.0f} | "
+              f"steps_per_second median {np.median([r['steps_per_second'] for r in rows]):.0f}")
+    path = os.path.join(args.out, f"{args.env_id}_{args.name}.png")
+    plot(curves, args.env_id, threshold, path)
+    print(f"figure: {os.path.relpath(path)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""End-to-end runs of the benchmark scripts at a tiny budget. Needs benchmarks/requirements.txt."""
+
+import csv
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TINY = ["--set", "learning_starts=100", "hidden_size=16", "eval_every=150", "eval_episodes=2"]
+
+
+def run(script, *args):
+    out = subprocess.run([sys.executable, os.path.join(HERE, script), *args], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_curves_writes_histories_and_a_png(tmp_path):
+    stdout = run("curves.py", "CartPole-v1", "--seeds", "0", "1", "--steps", "300", "--jobs", "2", "--out",
+                 str(tmp_path), "--name", "tiny", "--configs", "default", "no-epistemic:epistemic_weight=0", *TINY)
+    png = tmp_path / "CartPole-v1_tiny.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
+    for label in ("default", "no-epistemic"):
+        for seed in (0, 1):
+            evals = list(csv.DictReader(open(tmp_path / f"CartPole-v1_{label}_seed{seed}_eval.csv")))
+            assert [int(float(r["eval_step"])) for r in evals] == [150, 300]
+            episodes = list(csv.DictReader(open(tmp_path / f"CartPole-v1_{label}_seed{seed}_episodes.csv")))
+            assert len(episodes) > 3 and sum(float(r["episode_length"]) for r in episodes) <= 300
+        assert f"{label} " in stdout and "solved 0/2" in stdout
+    again = run("curves.py", "CartPole-v1", "--seeds", "0", "1", "--steps", "300", "--out", str(tmp_path), "--name",
+                "tiny", "--configs", "default", "no-epistemic:epistemic_weight=0", "--reuse", *TINY)
+    assert again == stdout  # the same figures from the stored histories
+
+
+def test_solve_prints_a_row_per_seed_and_a_summary():
+    stdout = run("solve.py", "CartPole-v1", "--seeds", "3", "--steps", "300", "--jobs", "1", *TINY)
+    lines = stdout.strip().splitlines()
+    assert lines[1].startswith("seed 3: solved_at - |") and "steps_per_second" in lines[1]
+    assert lines[-1].startswith("summary: solved 0/1")
