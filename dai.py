@@ -703,13 +703,24 @@ def restore(ckpt, cfg, sizes):
     if len(ckpt["buffer_a"]) != cfg.buffer_size:
         raise UsageError(f"checkpoint's replay buffer holds {len(ckpt['buffer_a'])} transitions; "
                          f"buffer_size cannot change when resuming (asked for {cfg.buffer_size})")
+    capacity, obs_dim = cfg.buffer_size, sizes["efe"][0]
+    shapes = {"target_theta": (n_mlp_params(sizes["efe"]),), "adam_theta_m": theta.shape, "adam_theta_v": theta.shape,
+              "log_alpha": (1,), "adam_log_alpha_m": (1,), "adam_log_alpha_v": (1,), "buffer_s": (capacity, obs_dim),
+              "buffer_s_next": (capacity, obs_dim), "buffer_r": (capacity,), "buffer_terminated": (capacity,)}
+    wrong = [key for key, shape in shapes.items() if ckpt[key].shape != shape]
+    if wrong or not 0 <= int(ckpt["buffer_index"]) < capacity or not 0 <= int(ckpt["buffer_size"]) <= capacity:
+        raise UsageError(f"checkpoint is inconsistent: {', '.join(wrong) or 'buffer_index or buffer_size'} "
+                         "do not fit its networks and buffer")
     adam = lambda name: {"m": ckpt[f"{name}_m"], "v": ckpt[f"{name}_v"], "t": int(ckpt[f"{name}_t"])}
     state = {"theta": theta, "target_theta": ckpt["target_theta"], "log_alpha": ckpt["log_alpha"],
              "adam_theta": adam("adam_theta"), "adam_log_alpha": adam("adam_log_alpha")}
     buf = {key: ckpt["buffer_" + key] for key in ("s", "a", "r", "s_next", "terminated")}
     buf.update(index=int(ckpt["buffer_index"]), size=int(ckpt["buffer_size"]))
     rng = np.random.default_rng()
-    rng.bit_generator.state = json.loads(str(ckpt["rng_state"]))
+    try:
+        rng.bit_generator.state = json.loads(str(ckpt["rng_state"]))
+    except (ValueError, TypeError, KeyError) as e:
+        raise UsageError(f"checkpoint's rng_state is not a NumPy generator state: {e}") from None
     return state, buf, rng, int(ckpt["step"])
 
 
@@ -812,7 +823,10 @@ def build_parser():
 
 def make_config(given, checkpoint=None):
     """Config defaults, then the checkpoint's config (hyperparameters only), then the flags given."""
-    saved = json.loads(str(checkpoint["config"])) if checkpoint is not None else {}
+    try:
+        saved = json.loads(str(checkpoint["config"])) if checkpoint is not None else {}
+    except json.JSONDecodeError:
+        raise UsageError("the checkpoint's config is not valid JSON") from None
     names = {f.name for f in dataclasses.fields(Config)}
     saved = {k: v for k, v in saved.items() if k in names and k not in RUN_OPTIONS}
     return Config(**{**saved, **given})

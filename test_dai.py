@@ -380,6 +380,16 @@ def test_bad_checkpoints_are_refused_with_their_reason(tmp_path, good_checkpoint
     assert len(lines) == 1 and lines[0].startswith("dai.py: error:") and words in lines[0]
 
 
+def test_a_checkpoint_with_inconsistent_arrays_is_refused(tmp_path, good_checkpoint):
+    ckpt = dict(np.load(good_checkpoint))
+    ckpt["adam_theta_v"] = ckpt["adam_theta_v"][:-1]
+    path = str(tmp_path / "odd.npz")
+    write_npz(path, **ckpt)
+    out = run_cli("CartPole-v1", "--load", path, "--total-steps", "400")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == "dai.py: error: checkpoint is inconsistent: adam_theta_v do not fit its networks and buffer"
+
+
 def test_eval_only_prints_mean_and_std(good_checkpoint):
     out = run_cli("CartPole-v1", "--load", good_checkpoint, "--eval-only", "--episodes", "3")
     assert out.returncode == 0, out.stderr
