@@ -853,7 +853,12 @@ def main(argv=None):
         else:
             params, _ = train(cfg, checkpoint=checkpoint)
         if cfg.eval_only or cfg.render:
-            returns = evaluate(params, cfg.env_id, cfg.eval_episodes, cfg.seed + 10_000, cfg.env_kwargs, cfg.render)
+            try:
+                returns = evaluate(params, cfg.env_id, cfg.eval_episodes, cfg.seed + 10_000, cfg.env_kwargs, cfg.render)
+            except Exception as e:  # a window needs pygame and a working display: say which failed
+                if not cfg.render:
+                    raise
+                raise UsageError(f"--render failed: {e}") from None
             print(f"eval_return mean {np.mean(returns):.2f} std {np.std(returns):.2f} over {len(returns)} episodes")
     except UsageError as e:
         parser.exit(2, f"dai.py: error: {e}\n")

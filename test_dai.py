@@ -533,3 +533,12 @@ def test_other_environments_run(env_id):
     _, history = dai.train(cfg, progress=None)
     assert len(history["eval_return"]) == 1 and np.isfinite(history["eval_return"][0])
     assert dai.make_env(env_id).spec.max_episode_steps is not None
+
+
+def test_render_that_cannot_open_a_window_says_why(good_checkpoint):
+    """A DISPLAY that leads nowhere (or no pygame): one line, exit 2, no traceback."""
+    env = {**os.environ, "DISPLAY": ":97", "SDL_VIDEODRIVER": "x11"}
+    out = subprocess.run([sys.executable, "dai.py", "CartPole-v1", "--load", good_checkpoint, "--eval-only",
+                          "--render", "--episodes", "1"], capture_output=True, text=True, cwd=HERE, env=env, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().startswith("dai.py: error: --render failed:")
