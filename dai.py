@@ -697,6 +697,15 @@ def checkpoint_theta(ckpt, cfg, sizes):
     return ckpt["theta"].astype(np.float32)
 
 
+def saved_params(ckpt, cfg):
+    """The checkpoint's networks, {name: [(W, b), ...]}, checked against cfg.env_id's sizes."""
+    check_config(cfg)
+    env = make_env(cfg.env_id, cfg.env_kwargs)
+    sizes = network_sizes(*space_sizes(env), cfg)
+    env.close()
+    return param_views(checkpoint_theta(ckpt, cfg, sizes), sizes)
+
+
 def restore(ckpt, cfg, sizes):
     """(state, buffer, rng, step) to resume training from a checkpoint."""
     theta = checkpoint_theta(ckpt, cfg, sizes)
@@ -836,7 +845,10 @@ def main(argv=None):
     """The command line. Exit codes: 0 done, 1 stopped on a non-finite value, 2 bad input,
     130 interrupted (Ctrl-C)."""
     parser = build_parser()
-    given = vars(parser.parse_args(argv))
+    try:
+        given = vars(parser.parse_args(argv))
+    except SystemExit as e:  # argparse has printed --help, or its usage line and the error
+        return e.code
     try:
         checkpoint = load_checkpoint(given["load"]) if given.get("load") else None
         cfg = make_config(given, checkpoint)
@@ -845,11 +857,7 @@ def main(argv=None):
         if cfg.eval_only:
             if checkpoint is None:
                 raise UsageError("--eval-only needs a checkpoint: --load PATH")
-            check_config(cfg)
-            env = make_env(cfg.env_id, cfg.env_kwargs)
-            sizes = network_sizes(*space_sizes(env), cfg)
-            env.close()
-            params = param_views(checkpoint_theta(checkpoint, cfg, sizes), sizes)
+            params = saved_params(checkpoint, cfg)
         else:
             params, _ = train(cfg, checkpoint=checkpoint)
         if cfg.eval_only or cfg.render:
@@ -861,7 +869,8 @@ def main(argv=None):
                 raise UsageError(f"--render failed: {e}") from None
             print(f"eval_return mean {np.mean(returns):.2f} std {np.std(returns):.2f} over {len(returns)} episodes")
     except UsageError as e:
-        parser.exit(2, f"dai.py: error: {e}\n")
+        print(f"dai.py: error: {e}", file=sys.stderr)
+        return 2
     except StopTraining as e:
         print(f"dai.py: {e}", file=sys.stderr)
         return e.exit_code

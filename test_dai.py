@@ -542,3 +542,13 @@ def test_render_that_cannot_open_a_window_says_why(good_checkpoint):
                           "--render", "--episodes", "1"], capture_output=True, text=True, cwd=HERE, env=env, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip().startswith("dai.py: error: --render failed:")
+
+
+def test_main_returns_exit_codes_without_raising(capsys):
+    assert dai.main(["NoSuchEnv-v0"]) == 2
+    assert capsys.readouterr().err.startswith("dai.py: error: cannot make environment 'NoSuchEnv-v0'")
+    assert dai.main(["CartPole-v1", "--no-such-flag"]) == 2
+    assert dai.main(["--help"]) == 0
+    assert dai.main(["CartPole-v1", "--total-steps", "150", "--learning-starts", "100", "--eval-episodes", "1",
+                     "--hidden-size", "8"]) == 0
+    assert "done: CartPole-v1" in capsys.readouterr().out
