@@ -371,13 +371,12 @@ def make_env(env_id, env_kwargs="", render_mode=None):
     if render_mode:
         kwargs["render_mode"] = render_mode
     try:
-        if "max_episode_steps" not in kwargs and gym.spec(env_id).max_episode_steps is None:
-            kwargs["max_episode_steps"] = DEFAULT_TIME_LIMIT
         env = gym.make(env_id, **kwargs)
-    except gym.error.Error as e:
-        raise UsageError(f"cannot make environment {env_id!r}: {e}") from None
-    except TypeError as e:  # e.g. an unknown keyword in env_kwargs
-        raise UsageError(f"cannot make environment {env_id!r} with env_kwargs {env_kwargs}: {e}") from None
+    except Exception as e:  # unknown id, missing dependency, a keyword the env rejects...
+        with_kwargs = f" with env_kwargs {env_kwargs}" if env_kwargs else ""
+        raise UsageError(f"cannot make environment {env_id!r}{with_kwargs}: {type(e).__name__}: {e}") from None
+    if env.spec is None or env.spec.max_episode_steps is None:
+        env = gym.wrappers.TimeLimit(env, DEFAULT_TIME_LIMIT)
     obs_space, act_space = env.observation_space, env.action_space
     if not isinstance(act_space, gym.spaces.Discrete):
         env.close()

@@ -491,6 +491,7 @@ def test_discrete_observation_env_learns_frozenlake():
     (["FrozenLake-v1", "--env-kwargs", "{is_slippery: false}"], "env_kwargs is not valid JSON"),
     (["FrozenLake-v1", "--env-kwargs", "[1, 2]"], "env_kwargs must be a JSON object"),
     (["FrozenLake-v1", "--env-kwargs", '{"slippery": false}'], "cannot make environment 'FrozenLake-v1' with env_kwargs"),
+    (["FrozenLake-v1", "--env-kwargs", '{"map_name": "9x9"}'], "with env_kwargs {\"map_name\": \"9x9\"}: KeyError"),
     (["CartPole-v1", "--eval-only"], "--eval-only needs a checkpoint"),
     (["CartPole-v1", "--log", "/no/such/folder/log.csv"], "the folder does not exist"),
     (["CartPole-v1", "--tau", "0"], "tau must be in (0, 1]"),
