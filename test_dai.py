@@ -168,7 +168,7 @@ def test_precision_rises_when_the_policy_is_too_random():
 # Optimiser and replay buffer
 # ---------------------------------------------------------------------------------------------
 def test_adam_minimises_a_quadratic_and_keeps_its_state():
-    x, state = np.array([3.0, -2.0]), None
+    x = np.array([3.0, -2.0])
     state = dai.adam_init(x)
     for _ in range(2000):
         dai.adam_step(x, 2 * x, state, lr=0.05)
@@ -253,7 +253,7 @@ def test_unsupported_environments_are_refused(env_id, words):
 # ---------------------------------------------------------------------------------------------
 def test_same_seed_same_run_different_seed_different_run():
     runs = [dai.train(small_config(seed=seed), progress=None) for seed in (3, 3, 4)]
-    (p1, h1), (p2, h2), (p3, h3) = runs
+    (p1, h1), (p2, h2), (_, h3) = runs
     for key in ("episode_return", "eval_return", "efe_loss", "precision"):
         assert h1[key] == h2[key]
     for name in dai.NETWORKS:
