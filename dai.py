@@ -456,10 +456,11 @@ def update(params, target, state, batch, cfg, n_actions):
         grad_log_alpha = precision_gradient(h, target_h)
         adam_step(state["log_alpha"], grad_log_alpha, state["adam_log_alpha"], cfg.precision_learning_rate)
     return {"transition_loss": float(loss_t), "efe_loss": float(loss_g), "policy_loss": float(loss_q),
-            "entropy": float(np.mean(h)), "prediction_error": float(np.mean(eps))}
+            "entropy": float(np.mean(h))}
 
 
-UPDATE_METRICS = ("transition_loss", "efe_loss", "policy_loss", "entropy", "prediction_error")
+# transition_loss is also the mean prediction error eps: the epistemic term before its weight.
+UPDATE_METRICS = ("transition_loss", "efe_loss", "policy_loss", "entropy")
 LOG_COLUMNS = ("kind", "step", "episode", "episode_return", "episode_length", "eval_return",
                *UPDATE_METRICS, "precision", "wall_seconds")
 
