@@ -158,6 +158,11 @@ def param_views(theta, sizes):
     return params
 
 
+def n_params(sizes):
+    """Length of theta: all parameters of the three networks."""
+    return sum(n_mlp_params(s) for s in sizes.values())
+
+
 def efe_slice(sizes):
     """Where the EFE net's parameters sit in theta (the target net copies this slice)."""
     start = n_mlp_params(sizes["transition"])
@@ -167,7 +172,7 @@ def efe_slice(sizes):
 def init_params(rng, sizes):
     """He-normal weights, zero biases; the policy's output layer is scaled by 0.01 so that q
     starts uniform (the first steps are then random exploration). Returns (theta, params)."""
-    theta = np.zeros(sum(n_mlp_params(s) for s in sizes.values()), dtype=np.float32)
+    theta = np.zeros(n_params(sizes), dtype=np.float32)
     params = param_views(theta, sizes)
     for name in NETWORKS:
         for W, b in params[name]:
@@ -507,6 +512,7 @@ def train(cfg, progress=print, checkpoint=None):
                              "or --eval-only to evaluate it")
     params = param_views(state["theta"], sizes)
     target = mlp_views(state["target_theta"], sizes["efe"])  # the target net Gbar
+    efe = efe_slice(sizes)
 
     # Seeding: the env once (offset by the step count when resuming), its action space, and one
     # generator, rng, for everything else (initial weights, actions, minibatches).
@@ -532,6 +538,7 @@ def train(cfg, progress=print, checkpoint=None):
             obs, r, terminated, truncated, _ = env.step(env_action(a, env))
             s_next = encode(obs, env.observation_space)
             buffer_add(buf, s, a, r, s_next, terminated)  # truncation is not stored: s' has a future
+            done_steps = step  # what a checkpoint written on Ctrl-C counts
             s, ep_return, ep_length = s_next, ep_return + float(r), ep_length + 1
             if terminated or truncated:
                 history["episode_step"].append(step)
@@ -547,7 +554,7 @@ def train(cfg, progress=print, checkpoint=None):
                     metrics = update(params, target, state, buffer_sample(buf, rng, cfg.batch_size), cfg, n_actions)
                     check_finite(metrics, state, step, cfg)
                     smooth(running, metrics)
-                    state["target_theta"] += cfg.tau * (state["theta"][efe_slice(sizes)] - state["target_theta"])
+                    state["target_theta"] += cfg.tau * (state["theta"][efe] - state["target_theta"])
 
             last = step == cfg.total_steps
             if (cfg.eval_every and step % cfg.eval_every == 0) or last:
@@ -565,7 +572,6 @@ def train(cfg, progress=print, checkpoint=None):
                 last_line = (step, train_seconds)
             if cfg.save and (step % cfg.save_every == 0 or last):
                 save_checkpoint(cfg.save, cfg, step, sizes, state, buf, rng)
-            done_steps = step
     except KeyboardInterrupt:
         where = ""
         if cfg.save:
@@ -690,7 +696,7 @@ def checkpoint_theta(ckpt, cfg, sizes):
     if saved != (obs_dim, n_actions):
         raise UsageError(f"checkpoint was made for {ckpt['env_id']} (observation size {saved[0]}, {saved[1]} actions); "
                          f"{cfg.env_id} has observation size {obs_dim} and {n_actions} actions")
-    expected = sum(n_mlp_params(s) for s in sizes.values())
+    expected = n_params(sizes)
     if ckpt["theta"].size != expected:
         raise UsageError(f"checkpoint has {ckpt['theta'].size} parameters, but hidden_size {cfg.hidden_size} "
                          f"and hidden_layers {cfg.hidden_layers} make {expected}; do not override them when loading")

@@ -26,7 +26,7 @@ def small_config(**overrides):
 
 def random_params(rng, sizes):
     """float64 parameters, so that finite differences are accurate."""
-    theta = rng.normal(0.0, 0.5, sum(dai.n_mlp_params(s) for s in sizes.values()))
+    theta = rng.normal(0.0, 0.5, dai.n_params(sizes))
     return dai.param_views(theta, sizes)
 
 

@@ -71,7 +71,7 @@ def main():
     env = dai.make_env(cfg.env_id)
     obs_dim, n_actions = dai.space_sizes(env)
     print(f"# {args.env_id}: hidden {cfg.hidden_layers}x{cfg.hidden_size}, batch {cfg.batch_size}, "
-          f"{sum(dai.n_mlp_params(s) for s in dai.network_sizes(obs_dim, n_actions, cfg).values())} parameters")
+          f"{dai.n_params(dai.network_sizes(obs_dim, n_actions, cfg))} parameters")
     update_ms = ms_per_update(cfg, obs_dim, n_actions, args.updates)
     step_ms = ms_per_env_step(cfg, 5 * args.updates)
     print(f"update (dai.py, hand-written MLP backward): {update_ms:.2f} ms")
