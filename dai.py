@@ -434,6 +434,11 @@ def init_state(rng, sizes, cfg):
             "adam_theta": adam_init(theta), "adam_log_alpha": adam_init(log_alpha)}
 
 
+def precision_of(state):
+    """beta = 1/alpha = exp(-log alpha), the precision the learner holds now."""
+    return float(np.exp(-state["log_alpha"][0]))
+
+
 def update(params, target, state, batch, cfg, n_actions):
     """One minibatch update of all three networks and of the precision; returns the metrics.
 
@@ -442,7 +447,7 @@ def update(params, target, state, batch, cfg, n_actions):
     theta updates f, G and q together."""
     s, s_next = batch["s"], batch["s_next"]  # (batch, obs_dim)
     a_onehot = one_hot(batch["a"], n_actions)  # (batch, n_actions)
-    beta = np.exp(-state["log_alpha"][0])
+    beta = precision_of(state)
     eps = prediction_error(params["transition"], s, a_onehot, s_next)  # (batch,)
     logits_next = mlp(params["policy"], s_next)  # (batch, n_actions)
     v_next = bootstrap_value(mlp(target, s_next), logits_next, cfg.bootstrap)  # (batch,)
@@ -480,7 +485,7 @@ def smooth(running, metrics, rate=0.01):
 def check_finite(metrics, state, step, cfg):
     """Stop, rather than train on NaN, when a loss or the precision is no longer finite."""
     values = {key: metrics[key] for key in ("transition_loss", "efe_loss", "policy_loss")}
-    values["precision"] = float(np.exp(-state["log_alpha"][0]))
+    values["precision"] = precision_of(state)
     for name, value in values.items():
         if not np.isfinite(value):
             kept = f"; {cfg.save} keeps the last good checkpoint" if cfg.save and os.path.exists(cfg.save) else ""
@@ -529,8 +534,7 @@ def train(cfg, progress=print, checkpoint=None):
     log = open_log(cfg.log)
 
     def log_row(**row):  # a CSV row, completed with the current metrics
-        beta = float(np.exp(-state["log_alpha"][0]))
-        write_log_row(log, {**running, "precision": beta, "wall_seconds": round(time.perf_counter() - clock, 3), **row})
+        write_log_row(log, {**running, "precision": precision_of(state), "wall_seconds": round(time.perf_counter() - clock, 3), **row})
 
     try:
         for step in range(start + 1, cfg.total_steps + 1):
@@ -568,7 +572,7 @@ def train(cfg, progress=print, checkpoint=None):
             if step % cfg.log_every == 0 or last:
                 train_seconds = time.perf_counter() - clock - eval_seconds
                 sps = (step - last_line[0]) / max(train_seconds - last_line[1], 1e-9)
-                record_progress(history, step, running, np.exp(-state["log_alpha"][0]), sps, progress)
+                record_progress(history, step, running, precision_of(state), sps, progress)
                 last_line = (step, train_seconds)
             if cfg.save and (step % cfg.save_every == 0 or last):
                 save_checkpoint(cfg.save, cfg, step, sizes, state, buf, rng)
