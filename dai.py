@@ -853,7 +853,7 @@ def make_config(given, checkpoint=None):
 
 def main(argv=None):
     """The command line. Exit codes: 0 done, 1 stopped on a non-finite value, 2 bad input,
-    130 interrupted (Ctrl-C)."""
+    130 interrupted (Ctrl-C), 141 output pipe closed."""
     parser = build_parser()
     try:
         given = vars(parser.parse_args(argv))
@@ -887,6 +887,9 @@ def main(argv=None):
     except KeyboardInterrupt:  # outside training: nothing to save
         print("dai.py: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout was closed by a reader such as `| head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail
+        return 141
     return 0
 
 

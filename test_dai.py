@@ -553,3 +553,13 @@ def test_main_returns_exit_codes_without_raising(capsys):
     assert dai.main(["CartPole-v1", "--total-steps", "150", "--learning-starts", "100", "--eval-episodes", "1",
                      "--hidden-size", "8"]) == 0
     assert "done: CartPole-v1" in capsys.readouterr().out
+
+
+def test_closing_the_output_pipe_stops_quietly():
+    """`python dai.py CartPole-v1 | head -1`: no traceback when the reader goes away."""
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "dai.py"), "CartPole-v1", "--log-every", "50",
+                             "--hidden-size", "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE)
+    assert proc.stdout.readline().startswith("step 50 |")
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in err
