@@ -68,7 +68,9 @@ class Config:
     updates: int = 1  # minibatch updates per update round
     gamma: float = 0.99  # discount of future expected free energy, in [0, 1)
     tau: float = 0.005  # Polyak rate of the target EFE net, in (0, 1]; 1 = hard copy every update
-    epistemic_weight: float = 1.0  # lambda: weight of the prediction-error (information gain) term
+    epistemic: str = "raw"  # how eps is measured: "standardised" (per dimension, in units of the dynamics' spread, capped at 1) or "raw" (the author's 1/2|s' - s - f|^2)
+    epistemic_weight: float = 1.0  # lambda_0: weight of the epistemic (information gain) term at step 0, >= 0
+    epistemic_decay_steps: int = 0  # env steps over which lambda falls linearly to 0; 0 = a constant lambda (the author's)
     bootstrap: str = "expectation"  # V(s'): "expectation" under q, or "min" over actions
     precision: float = 1.0  # beta: fixed precision, or the starting value when it is learned
     learn_precision: bool = True  # learn beta to hold the policy entropy at target_entropy
@@ -112,6 +114,26 @@ def entropy(logits):
 def one_hot(index, n):
     """(batch,) integers -> (batch, n) float32 one-hot rows."""
     return np.eye(n, dtype=np.float32)[index]
+
+
+def running_stats_init(dim):
+    """Count, mean and sum of squared deviations (m2) of the vectors seen so far (Welford)."""
+    return {"count": 0, "mean": np.zeros(dim), "m2": np.zeros(dim)}
+
+
+def running_stats_add(stats, x):
+    """Fold one vector x into the statistics: exact, in one pass, without storing x.
+    mean <- mean + (x - mean)/n;  m2 <- m2 + (x - mean_old)(x - mean_new)."""
+    stats["count"] += 1
+    d = x - stats["mean"]
+    stats["mean"] += d / stats["count"]
+    stats["m2"] += d * (x - stats["mean"])
+
+
+def running_std(stats, floor=1e-6):
+    """The standard deviation (over n, as np.std) of the vectors seen; at least `floor`, so a
+    dimension that has never changed divides nothing by zero."""
+    return np.maximum(np.sqrt(stats["m2"] / max(stats["count"], 1)), floor)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,15 +246,25 @@ def transition(layers, s, a_onehot):
     return mlp(layers, anp.concatenate([s, a_onehot], axis=1))
 
 
-def prediction_error(layers, s, a_onehot, s_next):
-    """eps(s, a, s') = 1/2 |s' - s - f(s, a)|^2: the transition model's surprise (Gaussian
-    likelihood, unit variance) at each transition.  (batch,)"""
-    return 0.5 * anp.sum((s_next - s - transition(layers, s, a_onehot)) ** 2, axis=1)
+def transition_target(s, s_next, delta_stats, epistemic):
+    """What f(s, a) learns to predict: the state change d = s' - s ("raw"), or d standardised,
+    (d - mean) / std with the running statistics of every change stored ("standardised"), so
+    that the model's error is measured in units of the dynamics' own spread.  (batch, obs_dim)"""
+    delta = s_next - s
+    if epistemic == "raw":
+        return delta
+    return ((delta - delta_stats["mean"]) / running_std(delta_stats)).astype(np.float32)
 
 
-def transition_loss(layers, s, a_onehot, s_next):
+def prediction_error(layers, s, a_onehot, delta):
+    """eps(s, a, s') = 1/2 |d - f(s, a)|^2, d from transition_target(): the transition model's
+    surprise (Gaussian likelihood, unit variance) at each transition.  (batch,)"""
+    return 0.5 * anp.sum((delta - transition(layers, s, a_onehot)) ** 2, axis=1)
+
+
+def transition_loss(layers, s, a_onehot, delta):
     """L_T = mean eps(s, a, s'): fit the transition model by maximum likelihood."""
-    return anp.mean(prediction_error(layers, s, a_onehot, s_next))
+    return anp.mean(prediction_error(layers, s, a_onehot, delta))
 
 
 def efe_loss(layers, s, a_onehot, y):
@@ -266,6 +298,32 @@ def bootstrap_value(g_next, logits_next, kind):
     if kind == "expectation":
         return np.sum(softmax(logits_next) * g_next, axis=1)
     return np.min(g_next, axis=1)
+
+
+def epistemic_value(eps, obs_dim, epistemic):
+    """The information-gain bonus of each transition, before its weight lambda.
+
+    "raw": eps itself, the author's form. Its size is the model's fitting noise in the env's own
+    units (1e-3..1e-7 per step), so next to a reward of 1 it does almost nothing.
+    "standardised": eps per state dimension, capped at 1. With standardised targets it reads the
+    same on any task: ~0 where the model predicts the change, 1/2 where it does no better than
+    the average change, 1 at most (a transition unlike any seen), so one odd transition cannot
+    outweigh the reward.  (batch,)"""
+    if epistemic == "raw":
+        return eps
+    return np.minimum(eps / obs_dim, 1.0)
+
+
+def epistemic_weight_at(step, cfg):
+    """lambda_t = lambda_0 max(0, 1 - t/T), T = epistemic_decay_steps (T = 0: lambda_0 always).
+
+    In the paper the epistemic value is the information the agent expects to gain about its
+    model; it shrinks as the model's beliefs settle, which leaves only the pragmatic value
+    (reward). A point-estimate network's error never settles to zero (fitting noise, states it
+    cannot predict), so the fading is made explicit: exploration early, pure preference later."""
+    if cfg.epistemic_decay_steps == 0:
+        return cfg.epistemic_weight
+    return cfg.epistemic_weight * max(0.0, 1.0 - step / cfg.epistemic_decay_steps)
 
 
 def efe_targets(r, eps, terminated, v_next, gamma, epistemic_weight):
@@ -309,7 +367,8 @@ def adam_step(x, grad, state, lr, b1=0.9, b2=0.999, eps=1e-8):
 # Replay buffer
 # ---------------------------------------------------------------------------------------------
 def buffer_init(capacity, obs_dim):
-    """A ring buffer of (s, a, r, s', terminated) as NumPy arrays."""
+    """A ring buffer of (s, a, r, s', terminated) as NumPy arrays, with the running statistics
+    of every state change s' - s ever added (not only those still stored)."""
     return {
         "s": np.zeros((capacity, obs_dim), np.float32),
         "a": np.zeros(capacity, np.int64),
@@ -318,6 +377,7 @@ def buffer_init(capacity, obs_dim):
         "terminated": np.zeros(capacity, np.float32),
         "index": 0,  # where the next transition goes
         "size": 0,  # how many slots hold a transition
+        "delta_stats": running_stats_init(obs_dim),
     }
 
 
@@ -328,6 +388,7 @@ def buffer_add(buf, s, a, r, s_next, terminated):
     capacity = len(buf["a"])
     buf["index"] = (i + 1) % capacity
     buf["size"] = min(buf["size"] + 1, capacity)
+    running_stats_add(buf["delta_stats"], s_next - s)
 
 
 def buffer_sample(buf, rng, batch_size):
@@ -439,22 +500,31 @@ def precision_of(state):
     return float(np.exp(-state["log_alpha"][0]))
 
 
-def update(params, target, state, batch, cfg, n_actions):
+def training_batch(buf, rng, cfg):
+    """A replayed minibatch, with the transition model's target d under the current statistics."""
+    batch = buffer_sample(buf, rng, cfg.batch_size)
+    batch["delta"] = transition_target(batch["s"], batch["s_next"], buf["delta_stats"], cfg.epistemic)
+    return batch
+
+
+def update(params, target, state, batch, cfg, n_actions, weight):
     """One minibatch update of all three networks and of the precision; returns the metrics.
+    batch["delta"] is the transition model's target, `weight` the epistemic weight lambda_t.
 
     What autograd must not differentiate (the EFE target y, G in the policy loss) is computed
     first as plain arrays; then each loss is differentiated once and one Adam step on the flat
     theta updates f, G and q together."""
-    s, s_next = batch["s"], batch["s_next"]  # (batch, obs_dim)
+    s, s_next, delta = batch["s"], batch["s_next"], batch["delta"]  # (batch, obs_dim)
     a_onehot = one_hot(batch["a"], n_actions)  # (batch, n_actions)
     beta = precision_of(state)
-    eps = prediction_error(params["transition"], s, a_onehot, s_next)  # (batch,)
+    eps = prediction_error(params["transition"], s, a_onehot, delta)  # (batch,)
+    bonus = epistemic_value(eps, s.shape[1], cfg.epistemic)  # (batch,)
     logits_next = mlp(params["policy"], s_next)  # (batch, n_actions)
     v_next = bootstrap_value(mlp(target, s_next), logits_next, cfg.bootstrap)  # (batch,)
-    y = efe_targets(batch["r"], eps, batch["terminated"], v_next, cfg.gamma, cfg.epistemic_weight)
+    y = efe_targets(batch["r"], bonus, batch["terminated"], v_next, cfg.gamma, weight)
     g = mlp(params["efe"], s)  # (batch, n_actions)
 
-    loss_t, grad_t = transition_loss_and_grad(params["transition"], s, a_onehot, s_next)
+    loss_t, grad_t = transition_loss_and_grad(params["transition"], s, a_onehot, delta)
     loss_g, grad_g = efe_loss_and_grad(params["efe"], s, a_onehot, y)
     loss_q, grad_q = policy_loss_and_grad(params["policy"], s, g, beta)
     flat_grad = np.concatenate([x.ravel() for grads in (grad_t, grad_g, grad_q) for W_b in grads for x in W_b])
@@ -466,11 +536,12 @@ def update(params, target, state, batch, cfg, n_actions):
         grad_log_alpha = precision_gradient(h, target_h)
         adam_step(state["log_alpha"], grad_log_alpha, state["adam_log_alpha"], cfg.precision_learning_rate)
     return {"transition_loss": float(loss_t), "efe_loss": float(loss_g), "policy_loss": float(loss_q),
-            "entropy": float(np.mean(h))}
+            "entropy": float(np.mean(h)), "epistemic_bonus": float(weight * np.mean(bonus))}
 
 
-# transition_loss is also the mean prediction error eps: the epistemic term before its weight.
-UPDATE_METRICS = ("transition_loss", "efe_loss", "policy_loss", "entropy")
+# epistemic_bonus is the mean lambda_t * epistemic value of a replayed transition: what the
+# epistemic term adds per step, to set beside the reward.
+UPDATE_METRICS = ("transition_loss", "efe_loss", "policy_loss", "entropy", "epistemic_bonus")
 LOG_COLUMNS = ("kind", "step", "episode", "episode_return", "episode_length", "eval_return",
                *UPDATE_METRICS, "precision", "wall_seconds")
 
@@ -554,8 +625,9 @@ def train(cfg, progress=print, checkpoint=None):
                 s, ep_return, ep_length = encode(obs, env.observation_space), 0.0, 0
 
             if step >= cfg.learning_starts and step % cfg.train_every == 0:
+                weight = epistemic_weight_at(step, cfg)
                 for _ in range(cfg.updates):
-                    metrics = update(params, target, state, buffer_sample(buf, rng, cfg.batch_size), cfg, n_actions)
+                    metrics = update(params, target, state, training_batch(buf, rng, cfg), cfg, n_actions, weight)
                     check_finite(metrics, state, step, cfg)
                     smooth(running, metrics)
                     state["target_theta"] += cfg.tau * (state["theta"][efe] - state["target_theta"])
@@ -632,7 +704,7 @@ def write_log_row(f, row):
         f.flush()
 
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: the buffer's running statistics of s' - s
 
 
 def save_checkpoint(path, cfg, step, sizes, state, buf, rng):
@@ -653,7 +725,8 @@ def save_checkpoint(path, cfg, step, sizes, state, buf, rng):
     }
     for name in ("adam_theta", "adam_log_alpha"):
         arrays.update({f"{name}_{k}": np.asarray(v) for k, v in state[name].items()})
-    arrays.update({f"buffer_{k}": np.asarray(v) for k, v in buf.items()})
+    arrays.update({f"buffer_{k}": np.asarray(v) for k, v in buf.items() if k != "delta_stats"})
+    arrays.update({f"buffer_delta_{k}": np.asarray(v) for k, v in buf["delta_stats"].items()})
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".dai-", suffix=".npz.tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -669,7 +742,8 @@ def save_checkpoint(path, cfg, step, sizes, state, buf, rng):
 CHECKPOINT_KEYS = ("config", "env_id", "obs_dim", "n_actions", "step", "rng_state", "theta", "target_theta",
                    "log_alpha", "adam_theta_m", "adam_theta_v", "adam_theta_t", "adam_log_alpha_m",
                    "adam_log_alpha_v", "adam_log_alpha_t", "buffer_s", "buffer_a", "buffer_r", "buffer_s_next",
-                   "buffer_terminated", "buffer_index", "buffer_size")
+                   "buffer_terminated", "buffer_index", "buffer_size", "buffer_delta_count", "buffer_delta_mean",
+                   "buffer_delta_m2")
 
 
 def load_checkpoint(path):
@@ -725,7 +799,8 @@ def restore(ckpt, cfg, sizes):
     capacity, obs_dim = cfg.buffer_size, sizes["efe"][0]
     shapes = {"target_theta": (n_mlp_params(sizes["efe"]),), "adam_theta_m": theta.shape, "adam_theta_v": theta.shape,
               "log_alpha": (1,), "adam_log_alpha_m": (1,), "adam_log_alpha_v": (1,), "buffer_s": (capacity, obs_dim),
-              "buffer_s_next": (capacity, obs_dim), "buffer_r": (capacity,), "buffer_terminated": (capacity,)}
+              "buffer_s_next": (capacity, obs_dim), "buffer_r": (capacity,), "buffer_terminated": (capacity,),
+              "buffer_delta_mean": (obs_dim,), "buffer_delta_m2": (obs_dim,)}
     wrong = [key for key, shape in shapes.items() if ckpt[key].shape != shape]
     if wrong or not 0 <= int(ckpt["buffer_index"]) < capacity or not 0 <= int(ckpt["buffer_size"]) <= capacity:
         raise UsageError(f"checkpoint is inconsistent: {', '.join(wrong) or 'buffer_index or buffer_size'} "
@@ -735,6 +810,8 @@ def restore(ckpt, cfg, sizes):
              "adam_theta": adam("adam_theta"), "adam_log_alpha": adam("adam_log_alpha")}
     buf = {key: ckpt["buffer_" + key] for key in ("s", "a", "r", "s_next", "terminated")}
     buf.update(index=int(ckpt["buffer_index"]), size=int(ckpt["buffer_size"]))
+    buf["delta_stats"] = {"count": int(ckpt["buffer_delta_count"]), "mean": ckpt["buffer_delta_mean"].astype(np.float64),
+                          "m2": ckpt["buffer_delta_m2"].astype(np.float64)}
     rng = np.random.default_rng()
     try:
         rng.bit_generator.state = json.loads(str(ckpt["rng_state"]))
@@ -778,7 +855,9 @@ def check_config(cfg):
         (cfg.train_every < 1 or cfg.updates < 1, "train_every and updates must be at least 1"),
         (not 0 <= cfg.gamma < 1, "gamma must be in [0, 1)"),
         (not 0 < cfg.tau <= 1, "tau must be in (0, 1]"),
-        (not cfg.epistemic_weight >= 0, "epistemic_weight must be >= 0"),
+        (cfg.epistemic not in ("standardised", "raw"), "epistemic must be 'standardised' or 'raw'"),
+        (not 0 <= cfg.epistemic_weight < float("inf"), "epistemic_weight must be >= 0"),
+        (cfg.epistemic_decay_steps < 0, "epistemic_decay_steps must be >= 0"),
         (cfg.bootstrap not in ("expectation", "min"), "bootstrap must be 'expectation' or 'min'"),
         (not 0 < cfg.precision < float("inf"), "precision must be > 0"),
         (not 0 < cfg.target_entropy < 1, "target_entropy must be in (0, 1)"),

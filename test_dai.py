@@ -62,7 +62,7 @@ def assert_gradient_matches_finite_differences(loss, layers, rng, h=1e-6):
 
 def test_transition_loss_gradient(problem):
     p = problem
-    loss = lambda layers: dai.transition_loss(layers, p["s"], p["a_onehot"], p["s_next"])
+    loss = lambda layers: dai.transition_loss(layers, p["s"], p["a_onehot"], p["s_next"] - p["s"])
     assert_gradient_matches_finite_differences(loss, p["params"]["transition"], p["rng"])
 
 
@@ -133,9 +133,71 @@ def test_epistemic_term_makes_surprising_actions_more_attractive():
 def test_prediction_error_is_half_squared_error_of_the_state_change():
     layers = [(np.zeros((3, 2)), np.array([0.5, -1.0]))]  # f(s, a) = (0.5, -1) for every input
     s, s_next = np.array([[1.0, 1.0]]), np.array([[2.0, 1.0]])
-    eps = dai.prediction_error(layers, s, np.array([[1.0]]), s_next)
+    eps = dai.prediction_error(layers, s, np.array([[1.0]]), dai.transition_target(s, s_next, None, "raw"))
     assert eps[0] == pytest.approx(0.5 * ((1.0 - 0.5) ** 2 + (0.0 + 1.0) ** 2))
 
+
+
+def test_running_statistics_match_numpy_and_span_overwritten_transitions():
+    """Welford's one-pass mean/std equal np.mean/np.std over every change ever added, including
+    those the ring buffer has since overwritten."""
+    rng = np.random.default_rng(3)
+    s, s_next = rng.normal(size=(500, 3)) * [1.0, 1e-3, 50.0], rng.normal(size=(500, 3)) + 7.0
+    buf = dai.buffer_init(64, 3)
+    for i in range(500):
+        dai.buffer_add(buf, s[i], 0, 0.0, s_next[i], False)
+    stats = buf["delta_stats"]
+    assert stats["count"] == 500
+    np.testing.assert_allclose(stats["mean"], np.mean(s_next - s, axis=0), rtol=1e-10)
+    np.testing.assert_allclose(dai.running_std(stats), np.std(s_next - s, axis=0), rtol=1e-10)
+    z = dai.transition_target(s[:5], s_next[:5], stats, "standardised")
+    np.testing.assert_allclose(z, (s_next[:5] - s[:5] - np.mean(s_next - s, 0)) / np.std(s_next - s, 0), rtol=1e-5)
+    np.testing.assert_array_equal(dai.transition_target(s, s_next, stats, "raw"), s_next - s)
+
+
+def test_standardised_epistemic_value_is_bounded_and_the_raw_one_is_not():
+    eps = np.array([0.0, 0.3, 2.0, 1e9, np.inf])  # 2 state dimensions
+    bonus = dai.epistemic_value(eps, 2, "standardised")
+    np.testing.assert_allclose(bonus, [0.0, 0.15, 1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(dai.epistemic_value(eps, 2, "raw"), eps)
+
+
+def test_epistemic_weight_fades_linearly_to_zero_and_stays_there():
+    cfg = dai.Config(epistemic_weight=4.0, epistemic_decay_steps=1000)
+    weights = [dai.epistemic_weight_at(t, cfg) for t in (0, 250, 999, 1000, 5000)]
+    assert weights[0] == 4.0 and weights[1] == pytest.approx(3.0) and 0 < weights[2] < 0.01
+    assert weights[3:] == [0.0, 0.0]
+    constant = dai.Config(epistemic_weight=4.0, epistemic_decay_steps=0)  # the author's constant lambda
+    assert {dai.epistemic_weight_at(t, constant) for t in (0, 10**6)} == {4.0}
+
+
+def test_a_transition_seen_many_times_earns_less_bonus_than_a_new_one():
+    """Train the transition model on one region of a linear system; a transition from far
+    outside it then earns more standardised bonus than the ones it has seen."""
+    rng = np.random.default_rng(4)
+    sizes = dai.network_sizes(2, 2, dai.Config(hidden_size=32))
+    theta = dai.init_params(rng, sizes)[0][:dai.n_mlp_params(sizes["transition"])].copy()  # f only
+    layers, adam = dai.mlp_views(theta, sizes["transition"]), dai.adam_init(theta)
+    step = lambda s, a: s + np.where(a[:, None] == 1, 0.1, -0.1) * s[:, ::-1]  # a rotation either way
+    buf = dai.buffer_init(4096, 2)
+    seen_s, seen_a = rng.uniform(-1, 1, (4096, 2)).astype(np.float32), rng.integers(0, 2, 4096)
+    for s, a in zip(seen_s, seen_a):
+        dai.buffer_add(buf, s, a, 0.0, step(s[None], a[None])[0], False)
+    for _ in range(300):
+        i = rng.integers(0, 4096, 64)
+        a_onehot = dai.one_hot(seen_a[i], 2)
+        delta = dai.transition_target(seen_s[i], step(seen_s[i], seen_a[i]), buf["delta_stats"], "standardised")
+        _, g = dai.transition_loss_and_grad(layers, seen_s[i], a_onehot, delta)
+        dai.adam_step(theta, np.concatenate([x.ravel() for W_b in g for x in W_b]), adam, 3e-3)
+
+    def bonus(s, a):
+        delta = dai.transition_target(s, step(s, a), buf["delta_stats"], "standardised")
+        return dai.epistemic_value(dai.prediction_error(layers, s, dai.one_hot(a, 2), delta), 2, "standardised")
+
+    seen = bonus(seen_s[:256], seen_a[:256])
+    new_s = rng.uniform(3, 4, (256, 2)).astype(np.float32) * rng.choice([-1, 1], (256, 2))  # far outside
+    new = bonus(new_s, seen_a[:256])
+    assert np.mean(seen) < 0.02 and np.mean(new) > 10 * np.mean(seen)
 
 # ---------------------------------------------------------------------------------------------
 # The policy loss
@@ -355,7 +417,7 @@ def good_checkpoint(tmp_path_factory):
     ("truncated", "is not a readable checkpoint"),
     ("text", "is not a readable checkpoint"),
     ("foreign npz", "is not a dai.py checkpoint"),
-    ("other version", "is checkpoint format version 99; this dai.py reads version 1"),
+    ("other version", f"is checkpoint format version 99; this dai.py reads version {dai.CHECKPOINT_VERSION}"),
     ("incomplete", "is not a complete dai.py checkpoint (missing"),
     ("other env", "checkpoint was made for CartPole-v1 (observation size 4, 2 actions); Acrobot-v1 has"),
 ])
@@ -371,7 +433,7 @@ def test_bad_checkpoints_are_refused_with_their_reason(tmp_path, good_checkpoint
     elif kind == "other version":
         write_npz(path, format_version=np.array(99))
     elif kind == "incomplete":
-        write_npz(path, format_version=np.array(1), theta=np.zeros(3))
+        write_npz(path, format_version=np.array(dai.CHECKPOINT_VERSION), theta=np.zeros(3))
     elif kind == "other env":
         path, env_id = good_checkpoint, "Acrobot-v1"
     out = run_cli(env_id, "--load", path, "--eval-only", "--episodes", "1")

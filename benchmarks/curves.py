@@ -66,7 +66,7 @@ def read_history(out, env_id, label, seed):
         with open(history_path(out, env_id, label, seed, table)) as f:
             rows = list(csv.DictReader(f))
         for k in keys:
-            history[k] = [float(row[k]) for row in rows]
+            history[k] = [float(row.get(k) or "nan") for row in rows]  # "nan": a column added later
     return history
 
 

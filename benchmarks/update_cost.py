@@ -39,10 +39,10 @@ def ms_per_update(cfg, obs_dim, n_actions, n):
     for _ in range(10_000):
         dai.buffer_add(buf, rng.normal(size=obs_dim), rng.integers(n_actions), 1.0, rng.normal(size=obs_dim), 0.0)
     for _ in range(20):  # warm-up
-        dai.update(params, target, state, dai.buffer_sample(buf, rng, cfg.batch_size), cfg, n_actions)
+        dai.update(params, target, state, dai.training_batch(buf, rng, cfg), cfg, n_actions, cfg.epistemic_weight)
     start = time.perf_counter()
     for _ in range(n):
-        dai.update(params, target, state, dai.buffer_sample(buf, rng, cfg.batch_size), cfg, n_actions)
+        dai.update(params, target, state, dai.training_batch(buf, rng, cfg), cfg, n_actions, cfg.epistemic_weight)
     return (time.perf_counter() - start) / n * 1e3
 
 
