@@ -11,10 +11,13 @@ read as the log prior preference over outcomes, so -r is the pragmatic part of G
 model's surprise at an outcome is its epistemic part (information gain), which makes an action
 more attractive. Three networks and a target copy learn from a replay buffer:
 
-    transition model   f(s, a) ~ s' - s                                   transition(), transition_loss()
-    prediction error   eps(s, a, s') = 1/2 |s' - s - f(s, a)|^2           prediction_error()
+    transition model   f(s, a) ~ d = s' - s  (or, standardised,           transition(), transition_loss()
+                       d = (s' - s - mu) / sigma with their running stats) transition_target()
+    prediction error   eps(s, a, s') = 1/2 |d - f(s, a)|^2                prediction_error()
+    epistemic value    e = eps  (standardised: min(eps / obs_dim, 1))      epistemic_value()
+    epistemic weight   lambda_t = lambda_0  (or fading: lambda_0 max(0, 1 - t/T))  epistemic_weight_at()
     EFE value net      G(s, .) one estimate per action, lower is better   efe_loss()
-    EFE target         y = -r - lambda*eps + gamma*(1 - terminated)*V(s') efe_targets()
+    EFE target         y = -r - lambda_t*e + gamma*(1 - terminated)*V(s') efe_targets()
     bootstrap value    V(s') = sum_a' q(a'|s') Gbar(s', a')   or  min_a' Gbar(s', a')   bootstrap_value()
     policy net         q(.|s) = softmax(logits(s))
     policy loss        KL[ q(.|s) || softmax(-beta * G(s, .)) ]           policy_loss()
@@ -24,7 +27,9 @@ more attractive. Three networks and a target copy learn from a replay buffer:
 Minimising the policy loss is a policy-gradient step on E_q[-beta G] + H[q]: maximum-entropy RL
 (discrete soft actor-critic) with -G in place of Q and the precision beta as inverse temperature.
 With epistemic_weight = 0 it *is* discrete SAC on -G; with beta -> infinity as well it is greedy
-Q-learning on -G (the paper's Q-learning baseline).
+Q-learning on -G (the paper's Q-learning baseline). The default epistemic term is the author's
+(raw error, constant lambda = 1); `--epistemic standardised` with a fading lambda is the variant
+measured in the README, which finds MountainCar's goal sooner but does not end better.
 
 The file reads top to bottom: config -> maths helpers -> networks and losses -> optimiser ->
 replay buffer -> acting -> training loop -> evaluation -> command line.
@@ -68,8 +73,8 @@ class Config:
     updates: int = 1  # minibatch updates per update round
     gamma: float = 0.99  # discount of future expected free energy, in [0, 1)
     tau: float = 0.005  # Polyak rate of the target EFE net, in (0, 1]; 1 = hard copy every update
-    epistemic: str = "raw"  # how eps is measured: "standardised" (per dimension, in units of the dynamics' spread, capped at 1) or "raw" (the author's 1/2|s' - s - f|^2)
-    epistemic_weight: float = 1.0  # lambda_0: weight of the epistemic (information gain) term at step 0, >= 0
+    epistemic: str = "raw"  # the epistemic value: "raw" (the author's 1/2|s' - s - f|^2) or "standardised" (error per dimension in units of the dynamics' spread, capped at 1)
+    epistemic_weight: float = 1.0  # lambda_0: weight of the epistemic (information gain) value at step 0, >= 0
     epistemic_decay_steps: int = 0  # env steps over which lambda falls linearly to 0; 0 = a constant lambda (the author's)
     bootstrap: str = "expectation"  # V(s'): "expectation" under q, or "min" over actions
     precision: float = 1.0  # beta: fixed precision, or the starting value when it is learned
@@ -307,8 +312,9 @@ def epistemic_value(eps, obs_dim, epistemic):
     units (1e-3..1e-7 per step), so next to a reward of 1 it does almost nothing.
     "standardised": eps per state dimension, capped at 1. With standardised targets it reads the
     same on any task: ~0 where the model predicts the change, 1/2 where it does no better than
-    the average change, 1 at most (a transition unlike any seen), so one odd transition cannot
-    outweigh the reward.  (batch,)"""
+    the average change. On MountainCar (benchmarks/novelty.py) transitions like those seen score
+    1e-5..1e-3 and unseen ones 0.3..800, so the cap keeps the contrast and bounds what one
+    transition can add to G at lambda_t.  (batch,)"""
     if epistemic == "raw":
         return eps
     return np.minimum(eps / obs_dim, 1.0)
@@ -320,7 +326,9 @@ def epistemic_weight_at(step, cfg):
     In the paper the epistemic value is the information the agent expects to gain about its
     model; it shrinks as the model's beliefs settle, which leaves only the pragmatic value
     (reward). A point-estimate network's error never settles to zero (fitting noise, states it
-    cannot predict), so the fading is made explicit: exploration early, pure preference later."""
+    cannot predict), so the fading is made explicit: exploration early, pure preference later.
+    G is bootstrapped, so it keeps some of the bonus for ~1/((1 - gamma) tau) updates after
+    lambda reaches 0: train for well beyond T, or shorten T for short runs."""
     if cfg.epistemic_decay_steps == 0:
         return cfg.epistemic_weight
     return cfg.epistemic_weight * max(0.0, 1.0 - step / cfg.epistemic_decay_steps)
@@ -689,9 +697,14 @@ def open_log(path):
         return None
     new = not os.path.exists(path) or os.path.getsize(path) == 0
     try:
+        if not new:
+            with open(path, newline="") as f:
+                if next(csv.reader(f), None) != list(LOG_COLUMNS):
+                    raise UsageError(f"--log {path}: the file's columns are not this dai.py's; "
+                                     "appending would misalign them, so give a new file")
         f = open(path, "a", newline="")
-    except OSError as e:
-        raise UsageError(f"--log {path}: {e.strerror}") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UsageError(f"--log {path}: {getattr(e, 'strerror', None) or e}") from None
     if new:
         write_log_row(f, {key: key for key in LOG_COLUMNS})
     return f

@@ -566,6 +566,18 @@ def test_cli_more_bad_input_is_one_line_exit_2(args, words):
     assert out.stderr.strip().splitlines()[-1].startswith("dai.py: error:") and words in out.stderr
 
 
+def test_log_with_other_columns_is_refused_and_left_as_it_was(tmp_path):
+    log = tmp_path / "old.csv"
+    log.write_text("kind,step,episode_return\nepisode,10,9.0\n")
+    with pytest.raises(dai.UsageError, match="columns are not this dai.py's"):
+        dai.open_log(str(log))
+    assert log.read_text() == "kind,step,episode_return\nepisode,10,9.0\n"
+    ours = tmp_path / "ours.csv"
+    dai.open_log(str(ours)).close()
+    dai.open_log(str(ours)).close()  # this dai.py's own log is appended to
+    assert ours.read_text().count("kind,step") == 1
+
+
 def test_render_without_a_display_says_so(good_checkpoint):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     out = subprocess.run([sys.executable, "dai.py", "CartPole-v1", "--load", good_checkpoint, "--eval-only",

@@ -4,6 +4,8 @@ draw the evaluation return over env steps (mean line, min-max band, solve thresh
     python benchmarks/curves.py CartPole-v1 --seeds 0 1 2 3 4 --steps 50000
     python benchmarks/curves.py CartPole-v1 --seeds 0 1 2 3 4 --steps 50000 --name epistemic \\
         --configs default "lambda=0:epistemic_weight=0"
+    python benchmarks/curves.py MountainCar-v0 --steps 200000 --goal -200 --name epistemic \\
+        --configs default "lambda=0:epistemic_weight=0"
 
 A configuration is LABEL or LABEL:key=value,key=value (Config fields); `--set key=value ...`
 applies to all of them. Histories go to benchmarks/results/ENV_LABEL_seedN_{eval,episodes,progress}.csv
@@ -70,17 +72,51 @@ def read_history(out, env_id, label, seed):
     return history
 
 
-def plot(curves, env_id, threshold, path):
-    """curves: {label: (steps, returns of shape (seeds, evaluations))}."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=100)
-    for label, (steps, returns) in curves.items():
-        line, = ax.plot(steps, returns.mean(axis=0), label=f"{label} ({len(returns)} seeds)")
-        ax.fill_between(steps, returns.min(axis=0), returns.max(axis=0), color=line.get_color(), alpha=0.2)
+def goal_steps(history, goal):
+    """Env steps at which the training episodes that reached the goal (return > goal) ended."""
+    return [s for s, r in zip(history["episode_step"], history["episode_return"]) if r > goal]
+
+
+def band(ax, steps, values, label):
+    """Mean line and min-max band over seeds; values: (seeds, points)."""
+    line, = ax.plot(steps, values.mean(axis=0), label=label)
+    ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.2)
+
+
+def plot(runs, env_id, threshold, path, goal=None):
+    """runs: {label: [history per seed]}. The evaluation return; with `goal`, also the number of
+    training episodes that reached the goal, and the epistemic bonus per step beside the mean
+    |reward| per step of the training episodes."""
+    panels = 3 if goal is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.4 * (1 + 0.7 * (panels - 1)), 3.8), dpi=100, squeeze=False)
+    ax = axes[0, 0]
+    for label, hs in runs.items():
+        band(ax, hs[0]["eval_step"], np.array([h["eval_return"] for h in hs]), f"{label} ({len(hs)} seeds)")
     ax.axhline(threshold, color="grey", linestyle="--", linewidth=1, label=f"solved ({threshold:g})")
     ax.set_xlabel("env steps")
     ax.set_ylabel("evaluation return (mean of episodes)")
-    ax.set_title(f"dai.py on {env_id}: mean and min-max over seeds")
+    ax.set_title(f"dai.py on {env_id}: mean and min-max over seeds", fontsize=10)
     ax.legend(loc="best", fontsize=8)
+    if goal is not None:
+        ax = axes[0, 1]
+        for label, hs in runs.items():
+            grid = np.array(hs[0]["eval_step"])
+            reached = np.array([np.searchsorted(goal_steps(h, goal), grid, side="right") for h in hs])
+            band(ax, grid, reached, label)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel(f"training episodes that reached the goal")
+        ax.set_title(f"goal = episode return > {goal:g}", fontsize=10)
+        ax.legend(loc="best", fontsize=8)
+        ax = axes[0, 2]
+        for label, hs in runs.items():
+            band(ax, hs[0]["step"], np.array([h["epistemic_bonus"] for h in hs]), label)
+        reward = [np.sum(np.abs(h["episode_return"])) / max(np.sum(h["episode_length"]), 1) for h in next(iter(runs.values()))]
+        ax.axhline(np.mean(reward), color="grey", linestyle=":", linewidth=1, label="mean |reward| per step")
+        ax.set_yscale("symlog", linthresh=1e-4)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("epistemic bonus per step (lambda_t eps)")
+        ax.set_title("the bonus beside the reward", fontsize=10)
+        ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -98,6 +134,8 @@ def main(argv=None):
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--reuse", action="store_true", help="read the histories in --out instead of training")
+    parser.add_argument("--goal", type=float, default=None,
+                        help="a training episode with a return above this reached the goal: adds the goal and bonus panels")
     args = parser.parse_args(argv)
 
     threshold = args.threshold if args.threshold is not None else gym.spec(args.env_id).reward_threshold
@@ -119,11 +157,10 @@ def main(argv=None):
                 write_history(history, args.out, args.env_id, label, seed)
                 histories[label, seed] = history
 
-    curves = {}
+    by_label = {}
     print(f"# {args.env_id}, threshold {threshold:g}, seeds {args.seeds}, common overrides {common or 'none'}")
     for label, overrides in configs:
-        runs = [histories[label, seed] for seed in args.seeds]
-        curves[label] = (runs[0]["eval_step"], np.array([h["eval_return"] for h in runs]))
+        runs = by_label[label] = [histories[label, seed] for seed in args.seeds]
         rows = [solve_summary(h, threshold) for h in runs]
         solved = [r["solved_at"] for r in rows if r["solved_at"] is not None]
         finals = np.array([r["final"] for r in rows])
@@ -135,8 +172,14 @@ def main(argv=None):
               f"final {finals.mean():.1f} ± {finals.std():.1f} | "
               f"train_seconds median {np.median([h['eval_train_seconds'][-1] for h in runs]):.0f} | "
               f"steps_per_second median {np.median([r['steps_per_second'] for r in rows]):.0f}")
+        if args.goal is not None:
+            firsts = [(goal_steps(h, args.goal) or [None])[0] for h in runs]
+            found = [f for f in firsts if f is not None]
+            print(f"{label}: first goal episode at {' '.join('-' if f is None else str(int(f)) for f in firsts)} | "
+                  f"found on {len(found)}/{len(runs)} | median {np.median(found) if found else float('nan'):.0f} | "
+                  f"goal episodes {' '.join(str(len(goal_steps(h, args.goal))) for h in runs)}")
     path = os.path.join(args.out, f"{args.env_id}_{args.name}.png")
-    plot(curves, args.env_id, threshold, path)
+    plot(by_label, args.env_id, threshold, path, args.goal)
     print(f"figure: {os.path.relpath(path)}")
 
 

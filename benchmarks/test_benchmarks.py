@@ -18,7 +18,8 @@ def run(script, *args):
 
 def test_curves_writes_histories_and_a_png(tmp_path):
     stdout = run("curves.py", "CartPole-v1", "--seeds", "0", "1", "--steps", "300", "--jobs", "2", "--out",
-                 str(tmp_path), "--name", "tiny", "--configs", "default", "no-epistemic:epistemic_weight=0", *TINY)
+                 str(tmp_path), "--name", "tiny", "--configs", "default", "no-epistemic:epistemic_weight=0", "--goal", "15",
+                 *TINY)
     png = tmp_path / "CartPole-v1_tiny.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
     for label in ("default", "no-epistemic"):
@@ -28,8 +29,9 @@ def test_curves_writes_histories_and_a_png(tmp_path):
             episodes = list(csv.DictReader(open(tmp_path / f"CartPole-v1_{label}_seed{seed}_episodes.csv")))
             assert len(episodes) > 3 and sum(float(r["episode_length"]) for r in episodes) <= 300
         assert f"{label} " in stdout and "solved 0/2" in stdout
+        assert f"{label}: first goal episode at " in stdout  # episodes with a return above 15
     again = run("curves.py", "CartPole-v1", "--seeds", "0", "1", "--steps", "300", "--out", str(tmp_path), "--name",
-                "tiny", "--configs", "default", "no-epistemic:epistemic_weight=0", "--reuse", *TINY)
+                "tiny", "--configs", "default", "no-epistemic:epistemic_weight=0", "--goal", "15", "--reuse", *TINY)
     assert again == stdout  # the same figures from the stored histories
 
 
