@@ -306,7 +306,7 @@ def bootstrap_value(g_next, logits_next, kind):
 
 
 def epistemic_value(eps, obs_dim, epistemic):
-    """The information-gain bonus of each transition, before its weight lambda.
+    """e, the epistemic value of each transition (its information-gain bonus) before the weight lambda.
 
     "raw": eps itself, the author's form. Its size is the model's fitting noise in the env's own
     units (1e-3..1e-7 per step), so next to a reward of 1 it does almost nothing.
@@ -334,13 +334,13 @@ def epistemic_weight_at(step, cfg):
     return cfg.epistemic_weight * max(0.0, 1.0 - step / cfg.epistemic_decay_steps)
 
 
-def efe_targets(r, eps, terminated, v_next, gamma, epistemic_weight):
-    """y = -r - lambda*eps + gamma*(1 - terminated)*V(s').
+def efe_targets(r, e, terminated, v_next, gamma, epistemic_weight):
+    """y = -r - lambda_t*e + gamma*(1 - terminated)*V(s'), e from epistemic_value().
 
-    -r is the pragmatic (extrinsic) value; -lambda*eps the epistemic value: the author's sign, so
+    -r is the pragmatic (extrinsic) value; -lambda_t*e the epistemic value: the author's sign, so
     surprising transitions *lower* G and the agent seeks them out. A terminal s' has no future;
     a truncated (time-limit) one does, so only `terminated` stops the bootstrap.  (batch,)"""
-    return -r - epistemic_weight * eps + gamma * (1.0 - terminated) * v_next
+    return -r - epistemic_weight * e + gamma * (1.0 - terminated) * v_next
 
 
 def precision_gradient(batch_entropy, target_entropy):
@@ -526,10 +526,10 @@ def update(params, target, state, batch, cfg, n_actions, weight):
     a_onehot = one_hot(batch["a"], n_actions)  # (batch, n_actions)
     beta = precision_of(state)
     eps = prediction_error(params["transition"], s, a_onehot, delta)  # (batch,)
-    bonus = epistemic_value(eps, s.shape[1], cfg.epistemic)  # (batch,)
+    e = epistemic_value(eps, s.shape[1], cfg.epistemic)  # (batch,)
     logits_next = mlp(params["policy"], s_next)  # (batch, n_actions)
     v_next = bootstrap_value(mlp(target, s_next), logits_next, cfg.bootstrap)  # (batch,)
-    y = efe_targets(batch["r"], bonus, batch["terminated"], v_next, cfg.gamma, weight)
+    y = efe_targets(batch["r"], e, batch["terminated"], v_next, cfg.gamma, weight)
     g = mlp(params["efe"], s)  # (batch, n_actions)
 
     loss_t, grad_t = transition_loss_and_grad(params["transition"], s, a_onehot, delta)
@@ -544,7 +544,7 @@ def update(params, target, state, batch, cfg, n_actions, weight):
         grad_log_alpha = precision_gradient(h, target_h)
         adam_step(state["log_alpha"], grad_log_alpha, state["adam_log_alpha"], cfg.precision_learning_rate)
     return {"transition_loss": float(loss_t), "efe_loss": float(loss_g), "policy_loss": float(loss_q),
-            "entropy": float(np.mean(h)), "epistemic_bonus": float(weight * np.mean(bonus))}
+            "entropy": float(np.mean(h)), "epistemic_bonus": float(weight * np.mean(e))}
 
 
 # epistemic_bonus is the mean lambda_t * epistemic value of a replayed transition: what the

@@ -557,6 +557,8 @@ def test_discrete_observation_env_learns_frozenlake():
     (["CartPole-v1", "--eval-only"], "--eval-only needs a checkpoint"),
     (["CartPole-v1", "--log", "/no/such/folder/log.csv"], "the folder does not exist"),
     (["CartPole-v1", "--tau", "0"], "tau must be in (0, 1]"),
+    (["CartPole-v1", "--epistemic", "scaled"], "epistemic must be 'standardised' or 'raw'"),
+    (["CartPole-v1", "--epistemic-decay-steps", "-5"], "epistemic_decay_steps must be >= 0"),
     (["CartPole-v1", "--target-entropy", "1.5"], "target_entropy must be in (0, 1)"),
     (["CartPole-v1", "--total-steps", "ten"], "invalid int value"),
 ])

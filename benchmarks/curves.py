@@ -91,7 +91,7 @@ def plot(runs, env_id, threshold, path, goal=None):
     fig, axes = plt.subplots(1, panels, figsize=(6.4 * (1 + 0.7 * (panels - 1)), 3.8), dpi=100, squeeze=False)
     ax = axes[0, 0]
     for label, hs in runs.items():
-        band(ax, hs[0]["eval_step"], np.array([h["eval_return"] for h in hs]), f"{label} ({len(hs)} seeds)")
+        band(ax, hs[0]["eval_step"], np.array([h["eval_return"] for h in hs]), f"{label} ({len(hs)} seed{'s' * (len(hs) > 1)})")
     ax.axhline(threshold, color="grey", linestyle="--", linewidth=1, label=f"solved ({threshold:g})")
     ax.set_xlabel("env steps")
     ax.set_ylabel("evaluation return (mean of episodes)")
@@ -110,9 +110,12 @@ def plot(runs, env_id, threshold, path, goal=None):
         ax = axes[0, 2]
         for label, hs in runs.items():
             band(ax, hs[0]["step"], np.array([h["epistemic_bonus"] for h in hs]), label)
-        reward = [np.sum(np.abs(h["episode_return"])) / max(np.sum(h["episode_length"]), 1) for h in next(iter(runs.values()))]
-        ax.axhline(np.mean(reward), color="grey", linestyle=":", linewidth=1, label="mean |reward| per step")
+        first = next(iter(runs.values()))
+        reward = [np.sum(np.abs(h["episode_return"])) / max(np.sum(h["episode_length"]), 1) for h in first]
+        ax.axhline(np.mean(reward), color="grey", linestyle=":", linewidth=1,
+                   label=f"mean |reward| per step ({next(iter(runs))})")
         ax.set_yscale("symlog", linthresh=1e-4)
+        ax.set_ylim(bottom=0)
         ax.set_xlabel("env steps")
         ax.set_ylabel("epistemic bonus per step (lambda_t eps)")
         ax.set_title("the bonus beside the reward", fontsize=10)
