@@ -386,12 +386,17 @@ def test_cli_bad_input_is_one_line_exit_2(args, words):
 # Checkpoints, logs, interruption, non-finite values (issue 3)
 # ---------------------------------------------------------------------------------------------
 def test_checkpoint_round_trip_gives_identical_actions_and_identical_continued_training(tmp_path):
+    """With the standardised epistemic value, so the running statistics and the fading weight's
+    step count are part of what must survive the round trip."""
     path = str(tmp_path / "agent.npz")
-    params, _ = dai.train(small_config(save=path), progress=None)
+    params, _ = dai.train(small_config(save=path, epistemic="standardised", epistemic_weight=5.0,
+                                       epistemic_decay_steps=1500), progress=None)
     ckpt = dai.load_checkpoint(path)
-    assert int(ckpt["step"]) == 600
+    assert int(ckpt["step"]) == 600 and int(ckpt["buffer_delta_count"]) == 600
+    deltas = ckpt["buffer_s_next"][:600].astype(np.float64) - ckpt["buffer_s"][:600]
+    np.testing.assert_allclose(ckpt["buffer_delta_mean"], deltas.mean(axis=0), rtol=1e-5, atol=1e-7)
     cfg = dai.make_config({"env_id": "CartPole-v1", "total_steps": 900}, ckpt)
-    assert cfg.hidden_size == 16 and cfg.total_steps == 900  # saved config, then the flags given
+    assert cfg.hidden_size == 16 and cfg.total_steps == 900 and cfg.epistemic == "standardised"  # saved, then given
     loaded = dai.param_views(dai.checkpoint_theta(ckpt, cfg, dai.network_sizes(4, 2, cfg)), dai.network_sizes(4, 2, cfg))
     states = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
     assert [dai.act(params["policy"], s) for s in states] == [dai.act(loaded["policy"], s) for s in states]

@@ -4,8 +4,9 @@ draw the evaluation return over env steps (mean line, min-max band, solve thresh
     python benchmarks/curves.py CartPole-v1 --seeds 0 1 2 3 4 --steps 50000
     python benchmarks/curves.py CartPole-v1 --seeds 0 1 2 3 4 --steps 50000 --name epistemic \\
         --configs default "lambda=0:epistemic_weight=0"
-    python benchmarks/curves.py MountainCar-v0 --steps 200000 --goal -200 --name epistemic \\
-        --configs default "lambda=0:epistemic_weight=0"
+    python benchmarks/curves.py MountainCar-v0 --steps 100000 --goal -200 --name epistemic \\
+        --configs "lambda=0:epistemic_weight=0" default \\
+        "standardised:epistemic=standardised,epistemic_weight=30,epistemic_decay_steps=50000"
 
 A configuration is LABEL or LABEL:key=value,key=value (Config fields); `--set key=value ...`
 applies to all of them. Histories go to benchmarks/results/ENV_LABEL_seedN_{eval,episodes,progress}.csv
@@ -117,7 +118,7 @@ def plot(runs, env_id, threshold, path, goal=None):
         ax.set_yscale("symlog", linthresh=1e-4)
         ax.set_ylim(bottom=0)
         ax.set_xlabel("env steps")
-        ax.set_ylabel("epistemic bonus per step (lambda_t eps)")
+        ax.set_ylabel("epistemic bonus per step (lambda_t e)")
         ax.set_title("the bonus beside the reward", fontsize=10)
         ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
