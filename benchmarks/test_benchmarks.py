@@ -40,3 +40,11 @@ def test_solve_prints_a_row_per_seed_and_a_summary():
     lines = stdout.strip().splitlines()
     assert lines[1].startswith("seed 3: solved_at - |") and "steps_per_second" in lines[1]
     assert lines[-1].startswith("summary: solved 0/1")
+
+
+def test_every_benchmarked_task_can_be_made(tmp_path):
+    """benchmarks/requirements.txt is enough for every environment the README reports, Box2D's
+    LunarLander-v3 included (gymnasium's box2d module needs both Box2D and pygame)."""
+    stdout = run("curves.py", "LunarLander-v3", "--seeds", "0", "--steps", "150", "--jobs", "1", "--out",
+                 str(tmp_path), "--name", "tiny", *TINY)
+    assert "solved 0/1" in stdout
