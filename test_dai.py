@@ -499,7 +499,9 @@ def test_ctrl_c_leaves_a_loadable_checkpoint_and_a_complete_log(tmp_path):
     ckpt, log = tmp_path / "agent.npz", tmp_path / "log.csv"
     proc = subprocess.Popen([sys.executable, os.path.join(HERE, "dai.py"), "CartPole-v1", "--total-steps", "100000",
                              "--learning-starts", "200", "--hidden-size", "16", "--save", str(ckpt), "--log", str(log),
-                             "--eval-every", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE)
+                             "--eval-every", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE,
+                            # a shell's background job inherits SIGINT ignored; Ctrl-C must reach the child
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and (not log.exists() or log.read_text().count("\n") < 11):
         time.sleep(0.2)
