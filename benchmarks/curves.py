@@ -84,7 +84,7 @@ def band(ax, steps, values, label):
     ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.2)
 
 
-def plot(runs, env_id, threshold, path, goal=None):
+def plot(runs, env_id, threshold, path, goal=None, ymin=None):
     """runs: {label: [history per seed]}. The evaluation return; with `goal`, also the number of
     training episodes that reached the goal, and the epistemic bonus per step beside the mean
     |reward| per step of the training episodes."""
@@ -96,6 +96,9 @@ def plot(runs, env_id, threshold, path, goal=None):
     ax.axhline(threshold, color="grey", linestyle="--", linewidth=1, label=f"solved ({threshold:g})")
     ax.set_xlabel("env steps")
     ax.set_ylabel("evaluation return (mean of episodes)")
+    if ymin is not None:
+        top = max(threshold, *(max(h["eval_return"]) for hs in runs.values() for h in hs))
+        ax.set_ylim(ymin, top + 0.05 * (top - ymin))
     ax.set_title(f"dai.py on {env_id}: mean and min-max over seeds", fontsize=10)
     ax.legend(loc="best", fontsize=8)
     if goal is not None:
@@ -140,6 +143,8 @@ def main(argv=None):
     parser.add_argument("--reuse", action="store_true", help="read the histories in --out instead of training")
     parser.add_argument("--goal", type=float, default=None,
                         help="a training episode with a return above this reached the goal: adds the goal and bonus panels")
+    parser.add_argument("--ymin", type=float, default=None,
+                        help="lower end of the return axis, so that one diverging seed does not flatten the rest")
     args = parser.parse_args(argv)
 
     threshold = args.threshold if args.threshold is not None else gym.spec(args.env_id).reward_threshold
@@ -183,7 +188,7 @@ def main(argv=None):
                   f"found on {len(found)}/{len(runs)} | median {np.median(found) if found else float('nan'):.0f} | "
                   f"goal episodes {' '.join(str(len(goal_steps(h, args.goal))) for h in runs)}")
     path = os.path.join(args.out, f"{args.env_id}_{args.name}.png")
-    plot(by_label, args.env_id, threshold, path, args.goal)
+    plot(by_label, args.env_id, threshold, path, args.goal, args.ymin)
     print(f"figure: {os.path.relpath(path)}")
 
 
