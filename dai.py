@@ -75,7 +75,7 @@ class Config:
     tau: float = 0.005  # Polyak rate of the target EFE net, in (0, 1]; 1 = hard copy every update
     epistemic: str = "raw"  # the epistemic value: "raw" (the author's 1/2|s' - s - f|^2) or "standardised" (error per dimension in units of the dynamics' spread, capped at 1)
     epistemic_weight: float = 1.0  # lambda_0: weight of the epistemic (information gain) value at step 0, >= 0
-    epistemic_decay_steps: int = 0  # env steps over which lambda falls linearly to 0; 0 = a constant lambda (the author's)
+    epistemic_decay_fraction: float = 0.0  # share of total_steps over which lambda falls linearly to 0, >= 0; 0 = a constant lambda (the author's)
     bootstrap: str = "expectation"  # V(s'): "expectation" under q, or "min" over actions
     precision: float = 1.0  # beta: fixed precision, or the starting value when it is learned
     learn_precision: bool = True  # learn beta to hold the policy entropy at target_entropy
@@ -321,17 +321,21 @@ def epistemic_value(eps, obs_dim, epistemic):
 
 
 def epistemic_weight_at(step, cfg):
-    """lambda_t = lambda_0 max(0, 1 - t/T), T = epistemic_decay_steps (T = 0: lambda_0 always).
+    """lambda_t = lambda_0 max(0, 1 - t/T), T = round(epistemic_decay_fraction * total_steps)
+    (T = 0: lambda_0 always).
 
     In the paper the epistemic value is the information the agent expects to gain about its
     model; it shrinks as the model's beliefs settle, which leaves only the pragmatic value
     (reward). A point-estimate network's error never settles to zero (fitting noise, states it
     cannot predict), so the fading is made explicit: exploration early, pure preference later.
     G is bootstrapped, so it keeps some of the bonus for ~1/((1 - gamma) tau) updates after
-    lambda reaches 0: train for well beyond T, or shorten T for short runs."""
-    if cfg.epistemic_decay_steps == 0:
+    lambda reaches 0. T is a share of the run, as exploration_fraction is in SB3's and CleanRL's
+    DQN, so that a short run is not all exploration and a long one not all preference; resuming
+    with a larger total_steps stretches it."""
+    decay_steps = round(cfg.epistemic_decay_fraction * cfg.total_steps)
+    if decay_steps == 0:
         return cfg.epistemic_weight
-    return cfg.epistemic_weight * max(0.0, 1.0 - step / cfg.epistemic_decay_steps)
+    return cfg.epistemic_weight * max(0.0, 1.0 - step / decay_steps)
 
 
 def efe_targets(r, e, terminated, v_next, gamma, epistemic_weight):
@@ -870,7 +874,7 @@ def check_config(cfg):
         (not 0 < cfg.tau <= 1, "tau must be in (0, 1]"),
         (cfg.epistemic not in ("standardised", "raw"), "epistemic must be 'standardised' or 'raw'"),
         (not 0 <= cfg.epistemic_weight < float("inf"), "epistemic_weight must be >= 0"),
-        (cfg.epistemic_decay_steps < 0, "epistemic_decay_steps must be >= 0"),
+        (not 0 <= cfg.epistemic_decay_fraction < float("inf"), "epistemic_decay_fraction must be >= 0"),
         (cfg.bootstrap not in ("expectation", "min"), "bootstrap must be 'expectation' or 'min'"),
         (not 0 < cfg.precision < float("inf"), "precision must be > 0"),
         (not 0 < cfg.target_entropy < 1, "target_entropy must be in (0, 1)"),

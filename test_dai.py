@@ -163,11 +163,13 @@ def test_standardised_epistemic_value_is_bounded_and_the_raw_one_is_not():
 
 
 def test_epistemic_weight_fades_linearly_to_zero_and_stays_there():
-    cfg = dai.Config(epistemic_weight=4.0, epistemic_decay_steps=1000)
+    cfg = dai.Config(epistemic_weight=4.0, epistemic_decay_fraction=0.1, total_steps=10_000)  # T = 1000 steps
     weights = [dai.epistemic_weight_at(t, cfg) for t in (0, 250, 999, 1000, 5000)]
     assert weights[0] == 4.0 and weights[1] == pytest.approx(3.0) and 0 < weights[2] < 0.01
     assert weights[3:] == [0.0, 0.0]
-    constant = dai.Config(epistemic_weight=4.0, epistemic_decay_steps=0)  # the author's constant lambda
+    longer = dai.Config(epistemic_weight=4.0, epistemic_decay_fraction=0.1, total_steps=20_000)  # T = 2000
+    assert dai.epistemic_weight_at(1000, longer) == pytest.approx(2.0)
+    constant = dai.Config(epistemic_weight=4.0, epistemic_decay_fraction=0.0)  # the author's constant lambda
     assert {dai.epistemic_weight_at(t, constant) for t in (0, 10**6)} == {4.0}
 
 
@@ -390,7 +392,7 @@ def test_checkpoint_round_trip_gives_identical_actions_and_identical_continued_t
     step count are part of what must survive the round trip."""
     path = str(tmp_path / "agent.npz")
     params, _ = dai.train(small_config(save=path, epistemic="standardised", epistemic_weight=5.0,
-                                       epistemic_decay_steps=1500), progress=None)
+                                       epistemic_decay_fraction=2.5), progress=None)
     ckpt = dai.load_checkpoint(path)
     assert int(ckpt["step"]) == 600 and int(ckpt["buffer_delta_count"]) == 600
     deltas = ckpt["buffer_s_next"][:600].astype(np.float64) - ckpt["buffer_s"][:600]
@@ -565,7 +567,7 @@ def test_discrete_observation_env_learns_frozenlake():
     (["CartPole-v1", "--log", "/no/such/folder/log.csv"], "the folder does not exist"),
     (["CartPole-v1", "--tau", "0"], "tau must be in (0, 1]"),
     (["CartPole-v1", "--epistemic", "scaled"], "epistemic must be 'standardised' or 'raw'"),
-    (["CartPole-v1", "--epistemic-decay-steps", "-5"], "epistemic_decay_steps must be >= 0"),
+    (["CartPole-v1", "--epistemic-decay-fraction", "-0.1"], "epistemic_decay_fraction must be >= 0"),
     (["CartPole-v1", "--target-entropy", "1.5"], "target_entropy must be in (0, 1)"),
     (["CartPole-v1", "--total-steps", "ten"], "invalid int value"),
 ])

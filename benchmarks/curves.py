@@ -6,7 +6,7 @@ draw the evaluation return over env steps (mean line, min-max band, solve thresh
         --configs default "lambda=0:epistemic_weight=0"
     python benchmarks/curves.py MountainCar-v0 --steps 100000 --goal -200 --name epistemic \\
         --configs "lambda=0:epistemic_weight=0" default \\
-        "standardised:epistemic=standardised,epistemic_weight=30,epistemic_decay_steps=50000"
+        "standardised:epistemic=standardised,epistemic_weight=30,epistemic_decay_fraction=0.5"
 
 A configuration is LABEL or LABEL:key=value,key=value (Config fields); `--set key=value ...`
 applies to all of them. Histories go to benchmarks/results/ENV_LABEL_seedN_{eval,episodes,progress}.csv
