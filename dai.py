@@ -15,7 +15,8 @@ more attractive. Three networks and a target copy learn from a replay buffer:
                        d = (s' - s - mu) / sigma with their running stats) transition_target()
     prediction error   eps(s, a, s') = 1/2 |d - f(s, a)|^2                prediction_error()
     epistemic value    e = eps  (standardised: min(eps / obs_dim, 1))      epistemic_value()
-    epistemic weight   lambda_t = lambda_0  (or fading: lambda_0 max(0, 1 - t/T))  epistemic_weight_at()
+    epistemic weight   lambda_t = lambda_0, or fading: lambda_0 max(0, 1 - t/T)  epistemic_weight_at()
+                       with T = epistemic_decay_fraction * total_steps
     EFE value net      G(s, .) one estimate per action, lower is better   efe_loss()
     EFE target         y = -r - lambda_t*e + gamma*(1 - terminated)*V(s') efe_targets()
     bootstrap value    V(s') = sum_a' q(a'|s') Gbar(s', a')   or  min_a' Gbar(s', a')   bootstrap_value()
