@@ -722,7 +722,7 @@ def write_log_row(f, row):
         f.flush()
 
 
-CHECKPOINT_VERSION = 2  # 2: the buffer's running statistics of s' - s
+CHECKPOINT_VERSION = 3  # 2: the buffer's running statistics of s' - s; 3: epistemic_decay_fraction in the config
 
 
 def save_checkpoint(path, cfg, step, sizes, state, buf, rng):
