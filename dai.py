@@ -19,7 +19,8 @@ more attractive. Three networks and a target copy learn from a replay buffer:
                        with T = epistemic_decay_fraction * total_steps
     EFE value net      G(s, .) one estimate per action, lower is better   efe_loss()
     EFE target         y = -r - lambda_t*e + gamma*(1 - terminated)*V(s') efe_targets()
-    (epistemic_head)   G = G_prag + lambda_t G_epi, targets -r + gamma V_prag, -e + gamma V_epi   head_targets()
+    (epistemic_head)   G = G_prag + (lambda_t/lambda_0) G_epi, targets -r + gamma V_prag and
+                       -lambda_0 e + gamma V_epi                                    head_targets()
     bootstrap value    V(s') = sum_a' q(a'|s') Gbar(s', a')   or  min_a' Gbar(s', a')   bootstrap_value()
     policy net         q(.|s) = softmax(logits(s))
     policy loss        KL[ q(.|s) || softmax(-beta * G(s, .)) ]           policy_loss()
@@ -282,11 +283,12 @@ def efe_heads(layers, s, n_actions):
     return anp.reshape(g, (g.shape[0], -1, n_actions))
 
 
-def efe_value(g_heads, epistemic_weight):
-    """G(s, .) from efe_heads(): the single head itself, or G_prag + lambda_t G_epi.  (batch, n_actions)"""
+def efe_value(g_heads, fade):
+    """G(s, .) from efe_heads(): the single head itself, or G_prag + fade * G_epi with
+    fade = lambda_t / lambda_0, in [0, 1].  (batch, n_actions)"""
     if g_heads.shape[1] == 1:
         return g_heads[:, 0]
-    return g_heads[:, 0] + epistemic_weight * g_heads[:, 1]
+    return g_heads[:, 0] + fade * g_heads[:, 1]
 
 
 def efe_loss(layers, s, a_onehot, y):
@@ -316,7 +318,7 @@ efe_loss_and_grad = value_and_grad(efe_loss)
 policy_loss_and_grad = value_and_grad(policy_loss)
 
 
-def bootstrap_value(g_next, logits_next, kind, epistemic_weight):
+def bootstrap_value(g_next, logits_next, kind, fade):
     """V(s') of each head of the target net, g_next = Gbar(s', .) from efe_heads(): the
     expectation under q(.|s') ("expectation"), or the value of the action minimising
     Gbar = efe_value(g_next) ("min", the author's main variant; for one head, min_a' Gbar(s', a')).
@@ -324,7 +326,7 @@ def bootstrap_value(g_next, logits_next, kind, epistemic_weight):
     if kind == "expectation":
         w = softmax(logits_next)  # (batch, n_actions)
     else:
-        w = one_hot(np.argmin(efe_value(g_next, epistemic_weight), axis=1), g_next.shape[2])
+        w = one_hot(np.argmin(efe_value(g_next, fade), axis=1), g_next.shape[2])
     return np.sum(w[:, None, :] * g_next, axis=2)
 
 
@@ -370,19 +372,23 @@ def efe_targets(r, e, terminated, v_next, gamma, epistemic_weight):
     return -r - epistemic_weight * e + gamma * (1.0 - terminated) * v_next
 
 
-def head_targets(r, e, terminated, v_next, gamma, epistemic_weight):
+def head_targets(r, e, terminated, v_next, gamma, epistemic_weight, initial_weight):
     """The EFE target of each head, v_next (batch, heads) from bootstrap_value().  (batch, heads)
 
-    One head: y from efe_targets(). Two heads (epistemic_head): y_prag = -r + gamma V_prag(s')
-    and y_epi = -e + gamma V_epi(s'), each its own Bellman equation, as in RND's intrinsic and
-    extrinsic value heads. The EFE is linear in its parts, so with a constant lambda
-    y_prag + lambda y_epi is the one-head target, and both nets learn the same G. With a fading
-    lambda they differ: the one-head G keeps the epistemic value it has bootstrapped until the
-    target net forgets it; G = G_prag + lambda_t G_epi drops it as lambda_t falls."""
+    One head: y from efe_targets() with lambda_t = epistemic_weight. Two heads (epistemic_head):
+    y_prag = -r + gamma V_prag(s') and y_epi = -lambda_0 e + gamma V_epi(s'), lambda_0 =
+    initial_weight, each its own Bellman equation, as in RND's intrinsic and extrinsic value
+    heads; G = G_prag + (lambda_t / lambda_0) G_epi. The EFE is linear in its parts, so with a
+    constant lambda this is the one-head target. With a fading lambda they differ: the one-head G
+    keeps the epistemic value it has bootstrapped until the target net forgets it; the two-head G
+    drops it as lambda_t falls. G_epi is learned at its weight at the start, lambda_0 e, so that
+    its errors, and what the shared hidden layers learn from them, are as large as in the
+    one-head net: learned unweighted (e ~ 0.01 per step against a reward of 1), novelty shaped
+    the features little, and MountainCar's goal was found no sooner than with reward alone."""
     if v_next.shape[1] == 1:
         return efe_targets(r, e, terminated, v_next[:, 0], gamma, epistemic_weight)[:, None]
     y_prag = efe_targets(r, e, terminated, v_next[:, 0], gamma, 0.0)
-    y_epi = efe_targets(np.zeros_like(r), e, terminated, v_next[:, 1], gamma, 1.0)
+    y_epi = efe_targets(np.zeros_like(r), e, terminated, v_next[:, 1], gamma, initial_weight)
     return np.stack([y_prag, y_epi], axis=1)
 
 
@@ -571,9 +577,10 @@ def update(params, target, state, batch, cfg, n_actions, weight):
     eps = prediction_error(params["transition"], s, a_onehot, delta)  # (batch,)
     e = epistemic_value(eps, s.shape[1], cfg.epistemic)  # (batch,)
     logits_next = mlp(params["policy"], s_next)  # (batch, n_actions)
-    v_next = bootstrap_value(efe_heads(target, s_next, n_actions), logits_next, cfg.bootstrap, weight)  # (batch, heads)
-    y = head_targets(batch["r"], e, batch["terminated"], v_next, cfg.gamma, weight)  # (batch, heads)
-    g = efe_value(efe_heads(params["efe"], s, n_actions), weight)  # (batch, n_actions)
+    fade = weight / cfg.epistemic_weight if cfg.epistemic_weight > 0 else 0.0  # lambda_t / lambda_0
+    v_next = bootstrap_value(efe_heads(target, s_next, n_actions), logits_next, cfg.bootstrap, fade)  # (batch, heads)
+    y = head_targets(batch["r"], e, batch["terminated"], v_next, cfg.gamma, weight, cfg.epistemic_weight)  # (batch, heads)
+    g = efe_value(efe_heads(params["efe"], s, n_actions), fade)  # (batch, n_actions)
 
     loss_t, grad_t = transition_loss_and_grad(params["transition"], s, a_onehot, delta)
     loss_g, grad_g = efe_loss_and_grad(params["efe"], s, a_onehot, y)

@@ -119,8 +119,8 @@ def test_efe_target_vectorised_matches_loop():
     r, eps, term = rng.normal(size=n), rng.random(n), (rng.random(n) < 0.3).astype(float)
     g_next, logits_next = rng.normal(size=(n, k)), rng.normal(size=(n, k))
     for kind in ("expectation", "min"):
-        v_next = dai.bootstrap_value(g_next[:, None, :], logits_next, kind, lam)  # one head
-        y = dai.head_targets(r, eps, term, v_next, gamma, lam)[:, 0]
+        v_next = dai.bootstrap_value(g_next[:, None, :], logits_next, kind, 1.0)  # one head
+        y = dai.head_targets(r, eps, term, v_next, gamma, lam, lam)[:, 0]
         for i in range(n):
             q = [np.exp(logits_next[i, j]) / sum(np.exp(logits_next[i])) for j in range(k)]
             if kind == "expectation":
@@ -133,30 +133,31 @@ def test_efe_target_vectorised_matches_loop():
 
 @pytest.mark.parametrize("kind", ["expectation", "min"])
 def test_two_heads_with_a_constant_weight_learn_the_one_head_target(kind):
-    """The EFE is linear in its parts: y_prag + lambda y_epi is the one-head target bootstrapped
-    on Gbar = Gbar_prag + lambda Gbar_epi, and each head's target follows its own loop."""
+    """The EFE is linear in its parts: y_prag + fade * y_epi, fade = lambda_t / lambda_0, is the
+    one-head target at lambda_t bootstrapped on Gbar = Gbar_prag + fade * Gbar_epi, and each
+    head's target follows its own loop."""
     rng = np.random.default_rng(2)
-    n, k, gamma, lam = 9, 3, 0.97, 4.0
+    n, k, gamma, lam0, fade = 9, 3, 0.97, 4.0, 0.3
     r, e, term = rng.normal(size=n), rng.random(n), (rng.random(n) < 0.3).astype(float)
     g_next, logits_next = rng.normal(size=(n, 2, k)), rng.normal(size=(n, k))  # (batch, heads, actions)
-    y = dai.head_targets(r, e, term, dai.bootstrap_value(g_next, logits_next, kind, lam), gamma, lam)
-    combined = dai.efe_value(g_next, lam)  # (batch, actions)
-    y_one = dai.efe_targets(r, e, term, dai.bootstrap_value(combined[:, None, :], logits_next, kind, lam)[:, 0], gamma, lam)
-    np.testing.assert_allclose(y[:, 0] + lam * y[:, 1], y_one, rtol=1e-12)
+    y = dai.head_targets(r, e, term, dai.bootstrap_value(g_next, logits_next, kind, fade), gamma, fade * lam0, lam0)
+    combined = dai.efe_value(g_next, fade)  # (batch, actions)
+    v_one = dai.bootstrap_value(combined[:, None, :], logits_next, kind, 1.0)[:, 0]
+    np.testing.assert_allclose(y[:, 0] + fade * y[:, 1], dai.efe_targets(r, e, term, v_one, gamma, fade * lam0), rtol=1e-12)
     for i in range(n):
         a = int(np.argmin(combined[i]))
         q = np.exp(logits_next[i]) / np.sum(np.exp(logits_next[i]))
         v = [g_next[i, h, a] if kind == "min" else q @ g_next[i, h] for h in (0, 1)]
         future = 0.0 if term[i] else gamma
         assert y[i, 0] == pytest.approx(-r[i] + future * v[0])  # pragmatic: reward only
-        assert y[i, 1] == pytest.approx(-e[i] + future * v[1])  # epistemic: the bonus only
+        assert y[i, 1] == pytest.approx(-lam0 * e[i] + future * v[1])  # epistemic: the bonus at lambda_0
 
 
-def test_with_the_weight_at_zero_the_epistemic_head_leaves_g_at_once():
+def test_with_the_weight_faded_to_zero_the_epistemic_head_leaves_g_at_once():
     g_heads = np.random.default_rng(3).normal(size=(5, 2, 3))
     assert np.array_equal(dai.efe_value(g_heads, 0.0), g_heads[:, 0])
-    assert np.array_equal(dai.efe_value(g_heads, 2.0), g_heads[:, 0] + 2.0 * g_heads[:, 1])
-    assert np.array_equal(dai.efe_value(g_heads[:, :1], 2.0), g_heads[:, 0])  # one head: G itself
+    assert np.array_equal(dai.efe_value(g_heads, 0.5), g_heads[:, 0] + 0.5 * g_heads[:, 1])
+    assert np.array_equal(dai.efe_value(g_heads[:, :1], 0.5), g_heads[:, 0])  # one head: G itself
 
 
 def test_epistemic_term_makes_surprising_actions_more_attractive():
