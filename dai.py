@@ -19,6 +19,7 @@ more attractive. Three networks and a target copy learn from a replay buffer:
                        with T = epistemic_decay_fraction * total_steps
     EFE value net      G(s, .) one estimate per action, lower is better   efe_loss()
     EFE target         y = -r - lambda_t*e + gamma*(1 - terminated)*V(s') efe_targets()
+    (epistemic_head)   G = G_prag + lambda_t G_epi, targets -r + gamma V_prag, -e + gamma V_epi   head_targets()
     bootstrap value    V(s') = sum_a' q(a'|s') Gbar(s', a')   or  min_a' Gbar(s', a')   bootstrap_value()
     policy net         q(.|s) = softmax(logits(s))
     policy loss        KL[ q(.|s) || softmax(-beta * G(s, .)) ]           policy_loss()
@@ -77,6 +78,7 @@ class Config:
     epistemic: str = "raw"  # the epistemic value: "raw" (the author's 1/2|s' - s - f|^2) or "standardised" (error per dimension in units of the dynamics' spread, capped at 1)
     epistemic_weight: float = 1.0  # lambda_0: weight of the epistemic (information gain) value at step 0, >= 0
     epistemic_decay_fraction: float = 0.0  # share of total_steps over which lambda falls linearly to 0, >= 0; 0 = a constant lambda (the author's)
+    epistemic_head: bool = False  # learn G_epi in a head of its own, G = G_prag + lambda_t G_epi, so that a fading lambda leaves the policy at once
     bootstrap: str = "expectation"  # V(s'): "expectation" under q, or "min" over actions
     precision: float = 1.0  # beta: fixed precision, or the starting value when it is learned
     learn_precision: bool = True  # learn beta to hold the policy entropy at target_entropy
@@ -156,7 +158,7 @@ def network_sizes(obs_dim, n_actions, cfg):
     hidden = [cfg.hidden_size] * cfg.hidden_layers
     return {
         "transition": [obs_dim + n_actions, *hidden, obs_dim],  # (s, one-hot a) -> s' - s
-        "efe": [obs_dim, *hidden, n_actions],  # s -> G(s, a) for every a
+        "efe": [obs_dim, *hidden, n_actions * (2 if cfg.epistemic_head else 1)],  # s -> G(s, a) (or G_prag, G_epi) for every a
         "policy": [obs_dim, *hidden, n_actions],  # s -> logits of q(a|s)
     }
 
@@ -273,10 +275,26 @@ def transition_loss(layers, s, a_onehot, delta):
     return anp.mean(prediction_error(layers, s, a_onehot, delta))
 
 
+def efe_heads(layers, s, n_actions):
+    """The EFE net's estimates at s: one head, G, or two, G_prag and G_epi (epistemic_head).
+    (batch, heads, n_actions)"""
+    g = mlp(layers, s)  # (batch, heads * n_actions)
+    return anp.reshape(g, (g.shape[0], -1, n_actions))
+
+
+def efe_value(g_heads, epistemic_weight):
+    """G(s, .) from efe_heads(): the single head itself, or G_prag + lambda_t G_epi.  (batch, n_actions)"""
+    if g_heads.shape[1] == 1:
+        return g_heads[:, 0]
+    return g_heads[:, 0] + epistemic_weight * g_heads[:, 1]
+
+
 def efe_loss(layers, s, a_onehot, y):
-    """L_G = mean (G(s, a) - y)^2 with y a constant from efe_targets()."""
-    g = anp.sum(mlp(layers, s) * a_onehot, axis=1)  # (batch,) G of the action taken
-    return anp.mean((g - y) ** 2)
+    """L_G = mean over the batch of sum_k (G_k(s, a) - y_k)^2, one term per head k, with y a
+    constant from head_targets().  y: (batch, heads)"""
+    g = efe_heads(layers, s, a_onehot.shape[1])  # (batch, heads, n_actions)
+    g_taken = anp.sum(g * a_onehot[:, None, :], axis=2)  # (batch, heads) G of the action taken
+    return anp.mean(anp.sum((g_taken - y) ** 2, axis=1))
 
 
 def policy_loss(layers, s, g, beta):
@@ -298,12 +316,16 @@ efe_loss_and_grad = value_and_grad(efe_loss)
 policy_loss_and_grad = value_and_grad(policy_loss)
 
 
-def bootstrap_value(g_next, logits_next, kind):
-    """V(s') from the target net's Gbar(s', .): its expectation under q(.|s') ("expectation"),
-    or its minimum over actions ("min", the author's main variant).  (batch,)"""
+def bootstrap_value(g_next, logits_next, kind, epistemic_weight):
+    """V(s') of each head of the target net, g_next = Gbar(s', .) from efe_heads(): the
+    expectation under q(.|s') ("expectation"), or the value of the action minimising
+    Gbar = efe_value(g_next) ("min", the author's main variant; for one head, min_a' Gbar(s', a')).
+    (batch, heads)"""
     if kind == "expectation":
-        return np.sum(softmax(logits_next) * g_next, axis=1)
-    return np.min(g_next, axis=1)
+        w = softmax(logits_next)  # (batch, n_actions)
+    else:
+        w = one_hot(np.argmin(efe_value(g_next, epistemic_weight), axis=1), g_next.shape[2])
+    return np.sum(w[:, None, :] * g_next, axis=2)
 
 
 def epistemic_value(eps, obs_dim, epistemic):
@@ -346,6 +368,22 @@ def efe_targets(r, e, terminated, v_next, gamma, epistemic_weight):
     surprising transitions *lower* G and the agent seeks them out. A terminal s' has no future;
     a truncated (time-limit) one does, so only `terminated` stops the bootstrap.  (batch,)"""
     return -r - epistemic_weight * e + gamma * (1.0 - terminated) * v_next
+
+
+def head_targets(r, e, terminated, v_next, gamma, epistemic_weight):
+    """The EFE target of each head, v_next (batch, heads) from bootstrap_value().  (batch, heads)
+
+    One head: y from efe_targets(). Two heads (epistemic_head): y_prag = -r + gamma V_prag(s')
+    and y_epi = -e + gamma V_epi(s'), each its own Bellman equation, as in RND's intrinsic and
+    extrinsic value heads. The EFE is linear in its parts, so with a constant lambda
+    y_prag + lambda y_epi is the one-head target, and both nets learn the same G. With a fading
+    lambda they differ: the one-head G keeps the epistemic value it has bootstrapped until the
+    target net forgets it; G = G_prag + lambda_t G_epi drops it as lambda_t falls."""
+    if v_next.shape[1] == 1:
+        return efe_targets(r, e, terminated, v_next[:, 0], gamma, epistemic_weight)[:, None]
+    y_prag = efe_targets(r, e, terminated, v_next[:, 0], gamma, 0.0)
+    y_epi = efe_targets(np.zeros_like(r), e, terminated, v_next[:, 1], gamma, 1.0)
+    return np.stack([y_prag, y_epi], axis=1)
 
 
 def precision_gradient(batch_entropy, target_entropy):
@@ -533,9 +571,9 @@ def update(params, target, state, batch, cfg, n_actions, weight):
     eps = prediction_error(params["transition"], s, a_onehot, delta)  # (batch,)
     e = epistemic_value(eps, s.shape[1], cfg.epistemic)  # (batch,)
     logits_next = mlp(params["policy"], s_next)  # (batch, n_actions)
-    v_next = bootstrap_value(mlp(target, s_next), logits_next, cfg.bootstrap)  # (batch,)
-    y = efe_targets(batch["r"], e, batch["terminated"], v_next, cfg.gamma, weight)
-    g = mlp(params["efe"], s)  # (batch, n_actions)
+    v_next = bootstrap_value(efe_heads(target, s_next, n_actions), logits_next, cfg.bootstrap, weight)  # (batch, heads)
+    y = head_targets(batch["r"], e, batch["terminated"], v_next, cfg.gamma, weight)  # (batch, heads)
+    g = efe_value(efe_heads(params["efe"], s, n_actions), weight)  # (batch, n_actions)
 
     loss_t, grad_t = transition_loss_and_grad(params["transition"], s, a_onehot, delta)
     loss_g, grad_g = efe_loss_and_grad(params["efe"], s, a_onehot, y)
@@ -736,7 +774,7 @@ def save_checkpoint(path, cfg, step, sizes, state, buf, rng):
         "config": np.array(json.dumps({k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUN_OPTIONS})),
         "env_id": np.array(cfg.env_id),
         "obs_dim": np.array(sizes["efe"][0]),
-        "n_actions": np.array(sizes["efe"][-1]),
+        "n_actions": np.array(sizes["policy"][-1]),
         "step": np.array(step),
         "rng_state": np.array(json.dumps(rng.bit_generator.state)),
         "theta": state["theta"], "target_theta": state["target_theta"], "log_alpha": state["log_alpha"],
@@ -787,15 +825,16 @@ def load_checkpoint(path):
 
 def checkpoint_theta(ckpt, cfg, sizes):
     """The checkpoint's parameter vector, refused when made for other sizes than `sizes`."""
-    obs_dim, n_actions = sizes["efe"][0], sizes["efe"][-1]
+    obs_dim, n_actions = sizes["efe"][0], sizes["policy"][-1]
     saved = int(ckpt["obs_dim"]), int(ckpt["n_actions"])
     if saved != (obs_dim, n_actions):
         raise UsageError(f"checkpoint was made for {ckpt['env_id']} (observation size {saved[0]}, {saved[1]} actions); "
                          f"{cfg.env_id} has observation size {obs_dim} and {n_actions} actions")
     expected = n_params(sizes)
     if ckpt["theta"].size != expected:
-        raise UsageError(f"checkpoint has {ckpt['theta'].size} parameters, but hidden_size {cfg.hidden_size} "
-                         f"and hidden_layers {cfg.hidden_layers} make {expected}; do not override them when loading")
+        raise UsageError(f"checkpoint has {ckpt['theta'].size} parameters, but hidden_size {cfg.hidden_size}, "
+                         f"hidden_layers {cfg.hidden_layers} and epistemic_head {cfg.epistemic_head} make {expected}; "
+                         "do not override them when loading")
     return ckpt["theta"].astype(np.float32)
 
 

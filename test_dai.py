@@ -41,7 +41,7 @@ def problem():
         "s": rng.normal(size=(batch, obs_dim)),
         "s_next": rng.normal(size=(batch, obs_dim)),
         "a_onehot": dai.one_hot(rng.integers(0, n_actions, batch), n_actions).astype(np.float64),
-        "y": rng.normal(size=batch),
+        "y": rng.normal(size=(batch, 1)),  # one head
         "g": rng.normal(size=(batch, n_actions)),
     }
 
@@ -70,6 +70,15 @@ def test_efe_loss_gradient(problem):
     p = problem
     loss = lambda layers: dai.efe_loss(layers, p["s"], p["a_onehot"], p["y"])
     assert_gradient_matches_finite_differences(loss, p["params"]["efe"], p["rng"])
+
+
+def test_efe_loss_gradient_with_an_epistemic_head(problem):
+    p = problem
+    sizes = dai.network_sizes(3, 4, dai.Config(hidden_size=5, epistemic_head=True))
+    layers = random_params(p["rng"], sizes)["efe"]
+    y = p["rng"].normal(size=(len(p["s"]), 2))  # (batch, heads): G_prag and G_epi targets
+    loss = lambda layers: dai.efe_loss(layers, p["s"], p["a_onehot"], y)
+    assert_gradient_matches_finite_differences(loss, layers, p["rng"])
 
 
 def test_policy_loss_gradient(problem):
@@ -110,7 +119,8 @@ def test_efe_target_vectorised_matches_loop():
     r, eps, term = rng.normal(size=n), rng.random(n), (rng.random(n) < 0.3).astype(float)
     g_next, logits_next = rng.normal(size=(n, k)), rng.normal(size=(n, k))
     for kind in ("expectation", "min"):
-        y = dai.efe_targets(r, eps, term, dai.bootstrap_value(g_next, logits_next, kind), gamma, lam)
+        v_next = dai.bootstrap_value(g_next[:, None, :], logits_next, kind, lam)  # one head
+        y = dai.head_targets(r, eps, term, v_next, gamma, lam)[:, 0]
         for i in range(n):
             q = [np.exp(logits_next[i, j]) / sum(np.exp(logits_next[i])) for j in range(k)]
             if kind == "expectation":
@@ -119,6 +129,34 @@ def test_efe_target_vectorised_matches_loop():
                 v = min(g_next[i])
             expected = -r[i] - lam * eps[i] + (gamma * v if term[i] == 0 else 0.0)
             assert y[i] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("kind", ["expectation", "min"])
+def test_two_heads_with_a_constant_weight_learn_the_one_head_target(kind):
+    """The EFE is linear in its parts: y_prag + lambda y_epi is the one-head target bootstrapped
+    on Gbar = Gbar_prag + lambda Gbar_epi, and each head's target follows its own loop."""
+    rng = np.random.default_rng(2)
+    n, k, gamma, lam = 9, 3, 0.97, 4.0
+    r, e, term = rng.normal(size=n), rng.random(n), (rng.random(n) < 0.3).astype(float)
+    g_next, logits_next = rng.normal(size=(n, 2, k)), rng.normal(size=(n, k))  # (batch, heads, actions)
+    y = dai.head_targets(r, e, term, dai.bootstrap_value(g_next, logits_next, kind, lam), gamma, lam)
+    combined = dai.efe_value(g_next, lam)  # (batch, actions)
+    y_one = dai.efe_targets(r, e, term, dai.bootstrap_value(combined[:, None, :], logits_next, kind, lam)[:, 0], gamma, lam)
+    np.testing.assert_allclose(y[:, 0] + lam * y[:, 1], y_one, rtol=1e-12)
+    for i in range(n):
+        a = int(np.argmin(combined[i]))
+        q = np.exp(logits_next[i]) / np.sum(np.exp(logits_next[i]))
+        v = [g_next[i, h, a] if kind == "min" else q @ g_next[i, h] for h in (0, 1)]
+        future = 0.0 if term[i] else gamma
+        assert y[i, 0] == pytest.approx(-r[i] + future * v[0])  # pragmatic: reward only
+        assert y[i, 1] == pytest.approx(-e[i] + future * v[1])  # epistemic: the bonus only
+
+
+def test_with_the_weight_at_zero_the_epistemic_head_leaves_g_at_once():
+    g_heads = np.random.default_rng(3).normal(size=(5, 2, 3))
+    assert np.array_equal(dai.efe_value(g_heads, 0.0), g_heads[:, 0])
+    assert np.array_equal(dai.efe_value(g_heads, 2.0), g_heads[:, 0] + 2.0 * g_heads[:, 1])
+    assert np.array_equal(dai.efe_value(g_heads[:, :1], 2.0), g_heads[:, 0])  # one head: G itself
 
 
 def test_epistemic_term_makes_surprising_actions_more_attractive():
@@ -392,13 +430,14 @@ def test_checkpoint_round_trip_gives_identical_actions_and_identical_continued_t
     step count are part of what must survive the round trip."""
     path = str(tmp_path / "agent.npz")
     params, _ = dai.train(small_config(save=path, epistemic="standardised", epistemic_weight=5.0,
-                                       epistemic_decay_fraction=2.5), progress=None)
+                                       epistemic_decay_fraction=2.5, epistemic_head=True), progress=None)
     ckpt = dai.load_checkpoint(path)
     assert int(ckpt["step"]) == 600 and int(ckpt["buffer_delta_count"]) == 600
     deltas = ckpt["buffer_s_next"][:600].astype(np.float64) - ckpt["buffer_s"][:600]
     np.testing.assert_allclose(ckpt["buffer_delta_mean"], deltas.mean(axis=0), rtol=1e-5, atol=1e-7)
     cfg = dai.make_config({"env_id": "CartPole-v1", "total_steps": 900}, ckpt)
-    assert cfg.hidden_size == 16 and cfg.total_steps == 900 and cfg.epistemic == "standardised"  # saved, then given
+    assert cfg.hidden_size == 16 and cfg.total_steps == 900 and cfg.epistemic_head  # saved, then given
+    assert int(ckpt["n_actions"]) == 2 and ckpt["target_theta"].size == dai.n_mlp_params([4, 16, 16, 4])  # two heads
     loaded = dai.param_views(dai.checkpoint_theta(ckpt, cfg, dai.network_sizes(4, 2, cfg)), dai.network_sizes(4, 2, cfg))
     states = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
     assert [dai.act(params["policy"], s) for s in states] == [dai.act(loaded["policy"], s) for s in states]
@@ -457,6 +496,12 @@ def test_a_checkpoint_with_inconsistent_arrays_is_refused(tmp_path, good_checkpo
     out = run_cli("CartPole-v1", "--load", path, "--total-steps", "400")
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip() == "dai.py: error: checkpoint is inconsistent: adam_theta_v do not fit its networks and buffer"
+
+
+def test_loading_with_other_network_shapes_says_which_flag(good_checkpoint):
+    out = run_cli("CartPole-v1", "--load", good_checkpoint, "--eval-only", "--epistemic-head")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "epistemic_head True make" in out.stderr.strip().splitlines()[-1]
 
 
 def test_eval_only_prints_mean_and_std(good_checkpoint):
