@@ -31,7 +31,9 @@ Minimising the policy loss is a policy-gradient step on E_q[-beta G] + H[q]: max
 With epistemic_weight = 0 it *is* discrete SAC on -G; with beta -> infinity as well it is greedy
 Q-learning on -G (the paper's Q-learning baseline). The default epistemic term is the author's
 (raw error, constant lambda = 1); `--epistemic standardised` with a fading lambda is the variant
-measured in the README, which finds MountainCar's goal sooner but does not end better.
+measured in the README, which finds MountainCar's goal sooner but does not end better; with
+`--epistemic-head` as well, it finds and then uses the goal of a sparse corridor that reward
+alone never reaches.
 
 The file reads top to bottom: config -> maths helpers -> networks and losses -> optimiser ->
 replay buffer -> acting -> training loop -> evaluation -> command line.
