@@ -436,7 +436,7 @@ def test_checkpoint_round_trip_gives_identical_actions_and_identical_continued_t
     deltas = ckpt["buffer_s_next"][:600].astype(np.float64) - ckpt["buffer_s"][:600]
     np.testing.assert_allclose(ckpt["buffer_delta_mean"], deltas.mean(axis=0), rtol=1e-5, atol=1e-7)
     cfg = dai.make_config({"env_id": "CartPole-v1", "total_steps": 900}, ckpt)
-    assert cfg.hidden_size == 16 and cfg.total_steps == 900 and cfg.epistemic_head  # saved, then given
+    assert cfg.hidden_size == 16 and cfg.total_steps == 900 and cfg.epistemic == "standardised" and cfg.epistemic_head  # saved, then given
     assert int(ckpt["n_actions"]) == 2 and ckpt["target_theta"].size == dai.n_mlp_params([4, 16, 16, 4])  # two heads
     loaded = dai.param_views(dai.checkpoint_theta(ckpt, cfg, dai.network_sizes(4, 2, cfg)), dai.network_sizes(4, 2, cfg))
     states = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
