@@ -387,7 +387,8 @@ def head_targets(r, e, terminated, v_next, gamma, epistemic_weight, continuing=F
     continuing (epistemic_continuing): y_epi bootstraps through `terminated` too, as RND's
     intrinsic return ignores episode ends. Episodic, a terminal state ends the novelty to come,
     so a large bonus makes a goal that ends the episode (MountainCar's) look worse than
-    wandering on; continuing, only the pragmatic head sees the end."""
+    wandering on; continuing, only the pragmatic head sees the end, and a failure that ends it
+    (CartPole's fall) costs no novelty either, which the README measures as the worse trade."""
     if v_next.shape[1] == 1:
         return efe_targets(r, e, terminated, v_next[:, 0], gamma, epistemic_weight)[:, None]
     y_prag = efe_targets(r, e, terminated, v_next[:, 0], gamma, 0.0)
