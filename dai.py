@@ -20,7 +20,6 @@ more attractive. Three networks and a target copy learn from a replay buffer:
     EFE value net      G(s, .) one estimate per action, lower is better   efe_loss()
     EFE target         y = -r - lambda_t*e + gamma*(1 - terminated)*V(s') efe_targets()
     (epistemic_head)   G = G_prag + lambda_t G_epi, targets -r + gamma V_prag, -e + gamma V_epi   head_targets()
-                       (epistemic_continuing: V_epi(s') kept at terminal s' as well)
     bootstrap value    V(s') = sum_a' q(a'|s') Gbar(s', a')   or  min_a' Gbar(s', a')   bootstrap_value()
     policy net         q(.|s) = softmax(logits(s))
     policy loss        KL[ q(.|s) || softmax(-beta * G(s, .)) ]           policy_loss()
@@ -82,7 +81,6 @@ class Config:
     epistemic_weight: float = 1.0  # lambda_0: weight of the epistemic (information gain) value at step 0, >= 0
     epistemic_decay_fraction: float = 0.0  # share of total_steps over which lambda falls linearly to 0, >= 0; 0 = a constant lambda (the author's)
     epistemic_head: bool = False  # learn G_epi in a head of its own, G = G_prag + lambda_t G_epi, so that a fading lambda leaves the policy at once
-    epistemic_continuing: bool = False  # with epistemic_head: bootstrap G_epi through terminal states too (RND's non-episodic novelty), so ending an episode forfeits no bonus
     bootstrap: str = "expectation"  # V(s'): "expectation" under q, or "min" over actions
     precision: float = 1.0  # beta: fixed precision, or the starting value when it is learned
     learn_precision: bool = True  # learn beta to hold the policy entropy at target_entropy
@@ -374,7 +372,7 @@ def efe_targets(r, e, terminated, v_next, gamma, epistemic_weight):
     return -r - epistemic_weight * e + gamma * (1.0 - terminated) * v_next
 
 
-def head_targets(r, e, terminated, v_next, gamma, epistemic_weight, continuing=False):
+def head_targets(r, e, terminated, v_next, gamma, epistemic_weight):
     """The EFE target of each head, v_next (batch, heads) from bootstrap_value().  (batch, heads)
 
     One head: y from efe_targets(). Two heads (epistemic_head): y_prag = -r + gamma V_prag(s')
@@ -382,18 +380,11 @@ def head_targets(r, e, terminated, v_next, gamma, epistemic_weight, continuing=F
     extrinsic value heads. The EFE is linear in its parts, so with a constant lambda
     y_prag + lambda y_epi is the one-head target, and both nets learn the same G. With a fading
     lambda they differ: the one-head G keeps the epistemic value it has bootstrapped until the
-    target net forgets it; G = G_prag + lambda_t G_epi drops it as lambda_t falls.
-
-    continuing (epistemic_continuing): y_epi bootstraps through `terminated` too, as RND's
-    intrinsic return ignores episode ends. Episodic, a terminal state ends the novelty to come,
-    so a large bonus makes a goal that ends the episode (MountainCar's) look worse than
-    wandering on; continuing, only the pragmatic head sees the end, and a failure that ends it
-    (CartPole's fall) costs no novelty either, which the README measures as the worse trade."""
+    target net forgets it; G = G_prag + lambda_t G_epi drops it as lambda_t falls."""
     if v_next.shape[1] == 1:
         return efe_targets(r, e, terminated, v_next[:, 0], gamma, epistemic_weight)[:, None]
     y_prag = efe_targets(r, e, terminated, v_next[:, 0], gamma, 0.0)
-    epistemic_end = np.zeros_like(terminated) if continuing else terminated
-    y_epi = efe_targets(np.zeros_like(r), e, epistemic_end, v_next[:, 1], gamma, 1.0)
+    y_epi = efe_targets(np.zeros_like(r), e, terminated, v_next[:, 1], gamma, 1.0)
     return np.stack([y_prag, y_epi], axis=1)
 
 
@@ -583,7 +574,7 @@ def update(params, target, state, batch, cfg, n_actions, weight):
     e = epistemic_value(eps, s.shape[1], cfg.epistemic)  # (batch,)
     logits_next = mlp(params["policy"], s_next)  # (batch, n_actions)
     v_next = bootstrap_value(efe_heads(target, s_next, n_actions), logits_next, cfg.bootstrap, weight)  # (batch, heads)
-    y = head_targets(batch["r"], e, batch["terminated"], v_next, cfg.gamma, weight, cfg.epistemic_continuing)  # (batch, heads)
+    y = head_targets(batch["r"], e, batch["terminated"], v_next, cfg.gamma, weight)  # (batch, heads)
     g = efe_value(efe_heads(params["efe"], s, n_actions), weight)  # (batch, n_actions)
 
     loss_t, grad_t = transition_loss_and_grad(params["transition"], s, a_onehot, delta)
@@ -926,7 +917,6 @@ def check_config(cfg):
         (cfg.epistemic not in ("standardised", "raw"), "epistemic must be 'standardised' or 'raw'"),
         (not 0 <= cfg.epistemic_weight < float("inf"), "epistemic_weight must be >= 0"),
         (not 0 <= cfg.epistemic_decay_fraction < float("inf"), "epistemic_decay_fraction must be >= 0"),
-        (cfg.epistemic_continuing and not cfg.epistemic_head, "epistemic_continuing needs epistemic_head (it changes G_epi's target)"),
         (cfg.bootstrap not in ("expectation", "min"), "bootstrap must be 'expectation' or 'min'"),
         (not 0 < cfg.precision < float("inf"), "precision must be > 0"),
         (not 0 < cfg.target_entropy < 1, "target_entropy must be in (0, 1)"),

@@ -152,21 +152,6 @@ def test_two_heads_with_a_constant_weight_learn_the_one_head_target(kind):
         assert y[i, 1] == pytest.approx(-e[i] + future * v[1])  # epistemic: the bonus only
 
 
-def test_a_continuing_epistemic_head_bootstraps_through_termination_and_nothing_else_changes():
-    rng = np.random.default_rng(4)
-    n, gamma, lam = 8, 0.9, 3.0
-    r, e, term = rng.normal(size=n), rng.random(n), np.array([1.0, 0.0] * 4)
-    v_next = rng.normal(size=(n, 2))  # (batch, heads)
-    episodic = dai.head_targets(r, e, term, v_next, gamma, lam)
-    continuing = dai.head_targets(r, e, term, v_next, gamma, lam, continuing=True)
-    np.testing.assert_array_equal(continuing[:, 0], episodic[:, 0])  # the pragmatic head still ends
-    np.testing.assert_allclose(continuing[:, 1], -e + gamma * v_next[:, 1])  # every row, terminal or not
-    np.testing.assert_array_equal(continuing[1::2], episodic[1::2])  # rows that did not terminate
-    one_head = v_next[:, :1]
-    np.testing.assert_array_equal(dai.head_targets(r, e, term, one_head, gamma, lam, continuing=True),
-                                  dai.head_targets(r, e, term, one_head, gamma, lam))
-
-
 def test_with_the_weight_at_zero_the_epistemic_head_leaves_g_at_once():
     g_heads = np.random.default_rng(3).normal(size=(5, 2, 3))
     assert np.array_equal(dai.efe_value(g_heads, 0.0), g_heads[:, 0])
@@ -629,7 +614,6 @@ def test_discrete_observation_env_learns_frozenlake():
     (["CartPole-v1", "--epistemic", "scaled"], "epistemic must be 'standardised' or 'raw'"),
     (["CartPole-v1", "--epistemic-decay-fraction", "-0.1"], "epistemic_decay_fraction must be >= 0"),
     (["CartPole-v1", "--target-entropy", "1.5"], "target_entropy must be in (0, 1)"),
-    (["CartPole-v1", "--epistemic-continuing"], "epistemic_continuing needs epistemic_head"),
     (["CartPole-v1", "--total-steps", "ten"], "invalid int value"),
 ])
 def test_cli_more_bad_input_is_one_line_exit_2(args, words):
