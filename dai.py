@@ -15,9 +15,8 @@ more attractive. Three networks and a target copy learn from a replay buffer:
                        d = (s' - s - mu) / sigma with their running stats) transition_target()
     prediction error   eps(s, a, s') = 1/2 |d - f(s, a)|^2                prediction_error()
     epistemic value    e = eps  (standardised: min(eps / obs_dim, 1))      epistemic_value()
-    epistemic weight   lambda_t = lambda_0, or fading: lambda_0 max(0, 1 - (t - t0)/T)  epistemic_weight_at()
-                       with T = epistemic_decay_fraction * total_steps, t0 = 0 or the step
-                       the reward was found (lambda_0 until then)
+    epistemic weight   lambda_t = lambda_0, or fading: lambda_0 max(0, 1 - t/T)  epistemic_weight_at()
+                       with T = epistemic_decay_fraction * total_steps
     EFE value net      G(s, .) one estimate per action, lower is better   efe_loss()
     EFE target         y = -r - lambda_t*e + gamma*(1 - terminated)*V(s') efe_targets()
     (epistemic_head)   G = G_prag + lambda_t G_epi, targets -r + gamma V_prag, -e + gamma V_epi   head_targets()
@@ -81,7 +80,6 @@ class Config:
     epistemic: str = "raw"  # the epistemic value: "raw" (the author's 1/2|s' - s - f|^2) or "standardised" (error per dimension in units of the dynamics' spread, capped at 1)
     epistemic_weight: float = 1.0  # lambda_0: weight of the epistemic (information gain) value at step 0, >= 0
     epistemic_decay_fraction: float = 0.0  # share of total_steps over which lambda falls linearly to 0, >= 0; 0 = a constant lambda (the author's)
-    epistemic_decay_start: str = "start"  # when lambda starts to fall: "start" (step 0) or "reward" (lambda_0 until a finished episode's return differs from the first one's, i.e. until the reward has ranked two outcomes)
     epistemic_head: bool = False  # learn G_epi in a head of its own, G = G_prag + lambda_t G_epi, so that a fading lambda leaves the policy at once
     bootstrap: str = "expectation"  # V(s'): "expectation" under q, or "min" over actions
     precision: float = 1.0  # beta: fixed precision, or the starting value when it is learned
@@ -347,11 +345,9 @@ def epistemic_value(eps, obs_dim, epistemic):
     return np.minimum(eps / obs_dim, 1.0)
 
 
-def epistemic_weight_at(step, cfg, reward_step=None):
-    """lambda_t = lambda_0 max(0, 1 - (t - t0)/T), T = round(epistemic_decay_fraction * total_steps)
-    (T = 0: lambda_0 always). t0 = 0 (epistemic_decay_start "start"), or ("reward") reward_step,
-    the step at which an episode's return first differed from the first episode's (None: not yet,
-    and lambda_0 until then).
+def epistemic_weight_at(step, cfg):
+    """lambda_t = lambda_0 max(0, 1 - t/T), T = round(epistemic_decay_fraction * total_steps)
+    (T = 0: lambda_0 always).
 
     In the paper the epistemic value is the information the agent expects to gain about its
     model; it shrinks as the model's beliefs settle, which leaves only the pragmatic value
@@ -360,19 +356,11 @@ def epistemic_weight_at(step, cfg, reward_step=None):
     G is bootstrapped, so it keeps some of the bonus for ~1/((1 - gamma) tau) updates after
     lambda reaches 0. T is a share of the run, as exploration_fraction is in SB3's and CleanRL's
     DQN, so that a short run is not all exploration and a long one not all preference; resuming
-    with a larger total_steps stretches it.
-
-    "reward" starts the clock when the reward is found. While every episode has returned the
-    same, the preferences rank no outcome above another, so the pragmatic value cannot choose
-    between policies and the epistemic value is all that can; once two episodes have returned
-    differently, there is something to prefer, and lambda fades. Where the reward varies from
-    the first episodes (CartPole, LunarLander) this is reward alone after T steps; where it is
-    sparse (MountainCar, a corridor) the bonus keeps its full weight until the goal is reached."""
+    with a larger total_steps stretches it."""
     decay_steps = round(cfg.epistemic_decay_fraction * cfg.total_steps)
-    start = 0 if cfg.epistemic_decay_start == "start" else reward_step
-    if decay_steps == 0 or start is None:
+    if decay_steps == 0:
         return cfg.epistemic_weight
-    return cfg.epistemic_weight * max(0.0, 1.0 - (step - start) / decay_steps)
+    return cfg.epistemic_weight * max(0.0, 1.0 - step / decay_steps)
 
 
 def efe_targets(r, e, terminated, v_next, gamma, epistemic_weight):
@@ -553,14 +541,11 @@ def env_action(index, env):
 # Training loop
 # ---------------------------------------------------------------------------------------------
 def init_state(rng, sizes, cfg):
-    """The learner's arrays: parameters, target net, log(1/beta) and their Adam moments; and
-    what epistemic_weight_at() needs of the past: the first episode's return and the step at
-    which a return first differed from it (None until then)."""
+    """The learner's arrays: parameters, target net, log(1/beta) and their Adam moments."""
     theta, _ = init_params(rng, sizes)
     log_alpha = np.array([-np.log(cfg.precision)], dtype=np.float32)  # alpha = 1/beta
     return {"theta": theta, "target_theta": theta[efe_slice(sizes)].copy(), "log_alpha": log_alpha,
-            "adam_theta": adam_init(theta), "adam_log_alpha": adam_init(log_alpha),
-            "first_return": None, "reward_step": None}
+            "adam_theta": adam_init(theta), "adam_log_alpha": adam_init(log_alpha)}
 
 
 def precision_of(state):
@@ -689,18 +674,11 @@ def train(cfg, progress=print, checkpoint=None):
                 history["episode_length"].append(ep_length)
                 log_row(kind="episode", step=step, episode=len(history["episode_return"]),
                         episode_return=ep_return, episode_length=ep_length)
-                if state["first_return"] is None:
-                    state["first_return"] = ep_return
-                elif state["reward_step"] is None and ep_return != state["first_return"]:
-                    state["reward_step"] = step  # the reward has ranked two outcomes
-                    if progress and cfg.epistemic_decay_start == "reward":
-                        progress(f"step {step}: an episode returned {ep_return:g}, the first {state['first_return']:g}; "
-                                 "the epistemic weight starts to fade")
                 obs, _ = env.reset()
                 s, ep_return, ep_length = encode(obs, env.observation_space), 0.0, 0
 
             if step >= cfg.learning_starts and step % cfg.train_every == 0:
-                weight = epistemic_weight_at(step, cfg, state["reward_step"])
+                weight = epistemic_weight_at(step, cfg)
                 for _ in range(cfg.updates):
                     metrics = update(params, target, state, training_batch(buf, rng, cfg), cfg, n_actions, weight)
                     check_finite(metrics, state, step, cfg)
@@ -802,8 +780,6 @@ def save_checkpoint(path, cfg, step, sizes, state, buf, rng):
         "step": np.array(step),
         "rng_state": np.array(json.dumps(rng.bit_generator.state)),
         "theta": state["theta"], "target_theta": state["target_theta"], "log_alpha": state["log_alpha"],
-        "first_return": np.array(np.nan if state["first_return"] is None else state["first_return"]),
-        "reward_step": np.array(-1 if state["reward_step"] is None else state["reward_step"]),
     }
     for name in ("adam_theta", "adam_log_alpha"):
         arrays.update({f"{name}_{k}": np.asarray(v) for k, v in state[name].items()})
@@ -890,12 +866,7 @@ def restore(ckpt, cfg, sizes):
                          "do not fit its networks and buffer")
     adam = lambda name: {"m": ckpt[f"{name}_m"], "v": ckpt[f"{name}_v"], "t": int(ckpt[f"{name}_t"])}
     state = {"theta": theta, "target_theta": ckpt["target_theta"], "log_alpha": ckpt["log_alpha"],
-             "adam_theta": adam("adam_theta"), "adam_log_alpha": adam("adam_log_alpha"),
-             "first_return": None, "reward_step": None}  # (absent from checkpoints older than the "reward" start)
-    if "first_return" in ckpt and np.isfinite(ckpt["first_return"]):
-        state["first_return"] = float(ckpt["first_return"])
-    if "reward_step" in ckpt and int(ckpt["reward_step"]) >= 0:
-        state["reward_step"] = int(ckpt["reward_step"])
+             "adam_theta": adam("adam_theta"), "adam_log_alpha": adam("adam_log_alpha")}
     buf = {key: ckpt["buffer_" + key] for key in ("s", "a", "r", "s_next", "terminated")}
     buf.update(index=int(ckpt["buffer_index"]), size=int(ckpt["buffer_size"]))
     buf["delta_stats"] = {"count": int(ckpt["buffer_delta_count"]), "mean": ckpt["buffer_delta_mean"].astype(np.float64),
@@ -946,9 +917,6 @@ def check_config(cfg):
         (cfg.epistemic not in ("standardised", "raw"), "epistemic must be 'standardised' or 'raw'"),
         (not 0 <= cfg.epistemic_weight < float("inf"), "epistemic_weight must be >= 0"),
         (not 0 <= cfg.epistemic_decay_fraction < float("inf"), "epistemic_decay_fraction must be >= 0"),
-        (cfg.epistemic_decay_start not in ("start", "reward"), "epistemic_decay_start must be 'start' or 'reward'"),
-        (cfg.epistemic_decay_start == "reward" and cfg.epistemic_decay_fraction == 0,
-         "epistemic_decay_start 'reward' needs epistemic_decay_fraction > 0 (a constant lambda never starts to fall)"),
         (cfg.bootstrap not in ("expectation", "min"), "bootstrap must be 'expectation' or 'min'"),
         (not 0 < cfg.precision < float("inf"), "precision must be > 0"),
         (not 0 < cfg.target_entropy < 1, "target_entropy must be in (0, 1)"),
