@@ -174,10 +174,10 @@ def main(argv=None):
         solved = [r["solved_at"] for r in rows if r["solved_at"] is not None]
         finals = np.array([r["final"] for r in rows])
         stay = [r["stay_solved"] for r in rows if r["stay_solved"] is not None]
+        solved_text = f"{np.median(solved):.0f} [{min(solved):.0f}-{max(solved):.0f}]" if solved else "- (no seed solved)"
         print(f"{label} {overrides or ''}: solved {len(solved)}/{len(rows)} | "
-              f"solved_at median {np.median(solved) if solved else float('nan'):.0f} "
-              f"[{min(solved, default=float('nan')):.0f}-{max(solved, default=float('nan')):.0f}] | "
-              f"stay_solved median {np.median(stay) if stay else float('nan'):.0%} | "
+              f"solved_at median {solved_text} | "
+              f"stay_solved median {f'{np.median(stay):.0%}' if stay else '-'} | "
               f"final {finals.mean():.1f} ± {finals.std():.1f} | "
               f"train_seconds median {np.median([h['eval_train_seconds'][-1] for h in runs]):.0f} | "
               f"steps_per_second median {np.median([r['steps_per_second'] for r in rows]):.0f}")
@@ -185,7 +185,7 @@ def main(argv=None):
             firsts = [(goal_steps(h, args.goal) or [None])[0] for h in runs]
             found = [f for f in firsts if f is not None]
             print(f"{label}: first goal episode at {' '.join('-' if f is None else str(int(f)) for f in firsts)} | "
-                  f"found on {len(found)}/{len(runs)} | median {np.median(found) if found else float('nan'):.0f} | "
+                  f"found on {len(found)}/{len(runs)} | median {f'{np.median(found):.0f}' if found else '-'} | "
                   f"goal episodes {' '.join(str(len(goal_steps(h, args.goal))) for h in runs)}")
     path = os.path.join(args.out, f"{args.env_id}_{args.name}.png")
     plot(by_label, args.env_id, threshold, path, args.goal, args.ymin)
