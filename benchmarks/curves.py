@@ -34,7 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, ".."))
 import dai  # noqa: E402
-from solve import parse_overrides, run, solve_summary  # noqa: E402
+from solve import fmt, median, parse_overrides, run, solve_summary  # noqa: E402
 
 # history keys that share a length, one CSV each
 TABLES = {
@@ -174,10 +174,10 @@ def main(argv=None):
         solved = [r["solved_at"] for r in rows if r["solved_at"] is not None]
         finals = np.array([r["final"] for r in rows])
         stay = [r["stay_solved"] for r in rows if r["stay_solved"] is not None]
-        solved_text = f"{np.median(solved):.0f} [{min(solved):.0f}-{max(solved):.0f}]" if solved else "- (no seed solved)"
         print(f"{label} {overrides or ''}: solved {len(solved)}/{len(rows)} | "
-              f"solved_at median {solved_text} | "
-              f"stay_solved median {f'{np.median(stay):.0%}' if stay else '-'} | "
+              f"solved_at median {fmt(median(solved), '.0f')} "
+              f"[{fmt(min(solved, default=None), '.0f')}-{fmt(max(solved, default=None), '.0f')}] | "
+              f"stay_solved median {fmt(median(stay), '.0%')} | "
               f"final {finals.mean():.1f} ± {finals.std():.1f} | "
               f"train_seconds median {np.median([h['eval_train_seconds'][-1] for h in runs]):.0f} | "
               f"steps_per_second median {np.median([r['steps_per_second'] for r in rows]):.0f}")
@@ -185,7 +185,7 @@ def main(argv=None):
             firsts = [(goal_steps(h, args.goal) or [None])[0] for h in runs]
             found = [f for f in firsts if f is not None]
             print(f"{label}: first goal episode at {' '.join('-' if f is None else str(int(f)) for f in firsts)} | "
-                  f"found on {len(found)}/{len(runs)} | median {f'{np.median(found):.0f}' if found else '-'} | "
+                  f"found on {len(found)}/{len(runs)} | median {fmt(median(found), '.0f')} | "
                   f"goal episodes {' '.join(str(len(goal_steps(h, args.goal))) for h in runs)}")
     path = os.path.join(args.out, f"{args.env_id}_{args.name}.png")
     plot(by_label, args.env_id, threshold, path, args.goal, args.ymin)

@@ -64,6 +64,16 @@ def solve_summary(history, threshold):
     }
 
 
+def fmt(x, spec=""):
+    """x formatted with spec, or "-" for None (a seed that never solved, a median of nothing)."""
+    return "-" if x is None else format(x, spec)
+
+
+def median(values):
+    """The median of values, or None when there are none."""
+    return float(np.median(values)) if len(values) else None
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("env_id")
@@ -80,7 +90,6 @@ def main():
         overrides["total_steps"] = args.steps
     configs = [dai.Config(env_id=args.env_id, seed=seed, **overrides) for seed in args.seeds]
     print(f"# {args.env_id}, threshold {threshold}, overrides {overrides or 'none'}, {args.jobs} processes")
-    fmt = lambda x, spec="": "-" if x is None else format(x, spec)
     rows = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         for seed, history in pool.map(run, configs):
@@ -92,13 +101,14 @@ def main():
                   f"curve {' '.join(f'{x:.0f}' for x in row['curve'])}", flush=True)
 
     solved = [r for r in rows if r["solved_at"] is not None]
-    median = lambda key: np.median([r[key] for r in solved]) if solved else float("nan")
+    over_solved = lambda key: median([r[key] for r in solved])
     finals = [r["final"] for r in rows]
-    print(f"summary: solved {len(solved)}/{len(rows)} | solved_at median {median('solved_at'):.0f} "
+    stay_known = all(r["stay_solved"] is not None for r in solved)
+    print(f"summary: solved {len(solved)}/{len(rows)} | solved_at median {fmt(over_solved('solved_at'), '.0f')} "
           f"[{fmt(min((r['solved_at'] for r in solved), default=None))}-{fmt(max((r['solved_at'] for r in solved), default=None))}] | "
-          f"stay_solved median {median('stay_solved') if solved and all(r['stay_solved'] is not None for r in solved) else float('nan'):.0%} | "
+          f"stay_solved median {fmt(over_solved('stay_solved') if stay_known else None, '.0%')} | "
           f"final {' '.join(f'{x:.0f}' for x in finals)} (final >= threshold on {sum(f >= threshold for f in finals)}) | "
-          f"seconds_to_solve median {median('seconds_to_solve'):.1f} | "
+          f"seconds_to_solve median {fmt(over_solved('seconds_to_solve'), '.1f')} | "
           f"steps_per_second median {np.median([r['steps_per_second'] for r in rows]):.0f}")
 
 
