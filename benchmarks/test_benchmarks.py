@@ -48,3 +48,32 @@ def test_every_benchmarked_task_can_be_made(tmp_path):
     stdout = run("curves.py", "LunarLander-v3", "--seeds", "0", "--steps", "150", "--jobs", "1", "--out",
                  str(tmp_path), "--name", "tiny", *TINY)
     assert "solved 0/1" in stdout
+
+
+def test_p_worse_counts_pairs_as_a_loop_does():
+    from compare import p_worse
+    form, reference = [3.0, 1.0, 2.0, float("inf")], [2.0, 2.0, 0.5]
+    pairs = [1.0 if x > y else 0.5 if x == y else 0.0 for x in form for y in reference]
+    assert p_worse(form, reference) == sum(pairs) / len(pairs)
+
+
+def test_permutation_p_is_small_only_for_a_real_gap():
+    from math import comb
+    from compare import permutation_p
+    low, high = [1.0, 2.0, 3.0, 4.0, 5.0], [6.0, 7.0, 8.0, 9.0, 10.0]
+    exact = 1 / comb(10, 5)  # only one labelling of 10 values puts the 5 largest in the form
+    assert permutation_p(high, low, draws=20_000) < 10 * exact
+    assert permutation_p(low, high) > 0.99  # the form is better, not worse
+    same = [1.0, 4.0, 5.0, 8.0, 9.0], [2.0, 3.0, 6.0, 7.0, 10.0]
+    assert 0.3 < permutation_p(*same) < 0.7
+
+
+def test_compare_reads_stored_histories(tmp_path):
+    run("curves.py", "CartPole-v1", "--seeds", "0", "1", "--steps", "300", "--jobs", "2", "--out", str(tmp_path),
+        "--configs", "a:epistemic_weight=0", "b", *TINY)
+    stdout = run("compare.py", "CartPole-v1", "--seeds", "0", "1", "--out", str(tmp_path), "--reference", "a",
+                 "--labels", "b", "--threshold", "20", "--goal", "15")
+    lines = stdout.splitlines()
+    for measure in ("steps to solve", "share still solved", "final eval", "first goal"):
+        i = next(i for i, line in enumerate(lines) if line.startswith(f"{measure}: a "))
+        assert lines[i + 1].startswith("    b ") and "P(worse)" in lines[i + 1] and "p better" in lines[i + 1]
