@@ -95,6 +95,9 @@ def main(argv=None):
         print(f"{measure}: {args.reference} {show(ref, measure)}")
         for label in args.labels:
             form = [m[measure] for m in table[label] if m[measure] is not None]
+            if not form or not ref:
+                print(f"    {label} {show(form, measure)} | no test: no seed counts on one side")
+                continue
             worse = [sign * v for v in form], [sign * v for v in ref]
             better = worse[1], worse[0]
             print(f"    {label} {show(form, measure)} | P(worse) {p_worse(*worse):.2f} | "
