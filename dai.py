@@ -16,7 +16,8 @@ more attractive. Three networks and a target copy learn from a replay buffer:
     prediction error   eps(s, a, s') = 1/2 |d - f(s, a)|^2                prediction_error()
     epistemic value    e = eps  (standardised: min(eps / obs_dim, 1))      epistemic_value()
     epistemic weight   lambda_t = lambda_0, or fading: lambda_0 max(0, 1 - t/T)  epistemic_weight_at()
-                       with T = epistemic_decay_fraction * total_steps
+                       with T = epistemic_decay_fraction * total_steps; (epistemic_until_reward)
+                       0 once an episode has returned differently from the first
     EFE value net      G(s, .) one estimate per action, lower is better   efe_loss()
     EFE target         y = -r - lambda_t*e + gamma*(1 - terminated)*V(s') efe_targets()
     (epistemic_head)   G = G_prag + lambda_t G_epi, targets -r + gamma V_prag, -e + gamma V_epi   head_targets()
@@ -80,6 +81,7 @@ class Config:
     epistemic: str = "raw"  # the epistemic value: "raw" (the author's 1/2|s' - s - f|^2) or "standardised" (error per dimension in units of the dynamics' spread, capped at 1)
     epistemic_weight: float = 1.0  # lambda_0: weight of the epistemic (information gain) value at step 0, >= 0
     epistemic_decay_fraction: float = 0.0  # share of total_steps over which lambda falls linearly to 0, >= 0; 0 = a constant lambda (the author's)
+    epistemic_until_reward: bool = False  # lambda_t = 0 for good once a finished episode's return differs from the first episode's: the reward then ranks outcomes, and the preferences can choose
     epistemic_head: bool = False  # learn G_epi in a head of its own, G = G_prag + lambda_t G_epi, so that a fading lambda leaves the policy at once
     bootstrap: str = "expectation"  # V(s'): "expectation" under q, or "min" over actions
     precision: float = 1.0  # beta: fixed precision, or the starting value when it is learned
@@ -345,9 +347,10 @@ def epistemic_value(eps, obs_dim, epistemic):
     return np.minimum(eps / obs_dim, 1.0)
 
 
-def epistemic_weight_at(step, cfg):
+def epistemic_weight_at(step, cfg, reward_step=None):
     """lambda_t = lambda_0 max(0, 1 - t/T), T = round(epistemic_decay_fraction * total_steps)
-    (T = 0: lambda_0 always).
+    (T = 0: lambda_0 always); with epistemic_until_reward, 0 from reward_step on, the step at which
+    a finished episode first returned differently from the first episode (None: not yet).
 
     In the paper the epistemic value is the information the agent expects to gain about its
     model; it shrinks as the model's beliefs settle, which leaves only the pragmatic value
@@ -356,7 +359,17 @@ def epistemic_weight_at(step, cfg):
     G is bootstrapped, so it keeps some of the bonus for ~1/((1 - gamma) tau) updates after
     lambda reaches 0. T is a share of the run, as exploration_fraction is in SB3's and CleanRL's
     DQN, so that a short run is not all exploration and a long one not all preference; resuming
-    with a larger total_steps stretches it."""
+    with a larger total_steps stretches it.
+
+    epistemic_until_reward stops the bonus when the reward is found. While every episode has
+    returned the same, the preferences rank no outcome the agent has met above another, so the
+    pragmatic value cannot choose between policies and only the epistemic value can. Once two
+    episodes have returned differently, there is something to prefer, and from then on the agent
+    follows its preferences alone. Where episodes differ in return from the start (CartPole,
+    LunarLander) this is reward alone before the first update; where the reward is sparse
+    (MountainCar, a corridor) the schedule runs unchanged until the goal is first reached."""
+    if cfg.epistemic_until_reward and reward_step is not None:
+        return 0.0
     decay_steps = round(cfg.epistemic_decay_fraction * cfg.total_steps)
     if decay_steps == 0:
         return cfg.epistemic_weight
@@ -541,11 +554,14 @@ def env_action(index, env):
 # Training loop
 # ---------------------------------------------------------------------------------------------
 def init_state(rng, sizes, cfg):
-    """The learner's arrays: parameters, target net, log(1/beta) and their Adam moments."""
+    """The learner's arrays: parameters, target net, log(1/beta) and their Adam moments; and
+    what epistemic_weight_at() needs of the past: the first episode's return and the step at
+    which a return first differed from it (None until then)."""
     theta, _ = init_params(rng, sizes)
     log_alpha = np.array([-np.log(cfg.precision)], dtype=np.float32)  # alpha = 1/beta
     return {"theta": theta, "target_theta": theta[efe_slice(sizes)].copy(), "log_alpha": log_alpha,
-            "adam_theta": adam_init(theta), "adam_log_alpha": adam_init(log_alpha)}
+            "adam_theta": adam_init(theta), "adam_log_alpha": adam_init(log_alpha),
+            "first_return": None, "reward_step": None}
 
 
 def precision_of(state):
@@ -674,11 +690,18 @@ def train(cfg, progress=print, checkpoint=None):
                 history["episode_length"].append(ep_length)
                 log_row(kind="episode", step=step, episode=len(history["episode_return"]),
                         episode_return=ep_return, episode_length=ep_length)
+                if state["first_return"] is None:
+                    state["first_return"] = ep_return
+                elif state["reward_step"] is None and ep_return != state["first_return"]:
+                    state["reward_step"] = step  # the reward has ranked two outcomes
+                    if progress and cfg.epistemic_until_reward and cfg.epistemic_weight > 0:
+                        progress(f"step {step}: an episode returned {ep_return:g}, the first {state['first_return']:g}; "
+                                 "the epistemic weight is 0 from now on")
                 obs, _ = env.reset()
                 s, ep_return, ep_length = encode(obs, env.observation_space), 0.0, 0
 
             if step >= cfg.learning_starts and step % cfg.train_every == 0:
-                weight = epistemic_weight_at(step, cfg)
+                weight = epistemic_weight_at(step, cfg, state["reward_step"])
                 for _ in range(cfg.updates):
                     metrics = update(params, target, state, training_batch(buf, rng, cfg), cfg, n_actions, weight)
                     check_finite(metrics, state, step, cfg)
@@ -780,6 +803,8 @@ def save_checkpoint(path, cfg, step, sizes, state, buf, rng):
         "step": np.array(step),
         "rng_state": np.array(json.dumps(rng.bit_generator.state)),
         "theta": state["theta"], "target_theta": state["target_theta"], "log_alpha": state["log_alpha"],
+        "first_return": np.array(np.nan if state["first_return"] is None else state["first_return"]),
+        "reward_step": np.array(-1 if state["reward_step"] is None else state["reward_step"]),
     }
     for name in ("adam_theta", "adam_log_alpha"):
         arrays.update({f"{name}_{k}": np.asarray(v) for k, v in state[name].items()})
@@ -866,7 +891,12 @@ def restore(ckpt, cfg, sizes):
                          "do not fit its networks and buffer")
     adam = lambda name: {"m": ckpt[f"{name}_m"], "v": ckpt[f"{name}_v"], "t": int(ckpt[f"{name}_t"])}
     state = {"theta": theta, "target_theta": ckpt["target_theta"], "log_alpha": ckpt["log_alpha"],
-             "adam_theta": adam("adam_theta"), "adam_log_alpha": adam("adam_log_alpha")}
+             "adam_theta": adam("adam_theta"), "adam_log_alpha": adam("adam_log_alpha"),
+             "first_return": None, "reward_step": None}  # (absent from checkpoints older than epistemic_until_reward)
+    if "first_return" in ckpt and np.isfinite(ckpt["first_return"]):
+        state["first_return"] = float(ckpt["first_return"])
+    if "reward_step" in ckpt and int(ckpt["reward_step"]) >= 0:
+        state["reward_step"] = int(ckpt["reward_step"])
     buf = {key: ckpt["buffer_" + key] for key in ("s", "a", "r", "s_next", "terminated")}
     buf.update(index=int(ckpt["buffer_index"]), size=int(ckpt["buffer_size"]))
     buf["delta_stats"] = {"count": int(ckpt["buffer_delta_count"]), "mean": ckpt["buffer_delta_mean"].astype(np.float64),

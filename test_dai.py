@@ -211,6 +211,39 @@ def test_epistemic_weight_fades_linearly_to_zero_and_stays_there():
     assert {dai.epistemic_weight_at(t, constant) for t in (0, 10**6)} == {4.0}
 
 
+def test_epistemic_weight_until_reward_is_the_schedule_until_the_reward_is_found_then_zero():
+    cfg = dai.Config(epistemic_weight=4.0, epistemic_decay_fraction=0.1, total_steps=10_000,
+                     epistemic_until_reward=True)  # T = 1000 steps
+    assert [dai.epistemic_weight_at(t, cfg, reward_step=None) for t in (0, 250, 1000)] == [4.0, 3.0, 0.0]
+    assert {dai.epistemic_weight_at(t, cfg, reward_step=100) for t in (100, 250, 10**6)} == {0.0}
+    constant = dai.Config(epistemic_weight=4.0, epistemic_until_reward=True)
+    assert (dai.epistemic_weight_at(10**6, constant), dai.epistemic_weight_at(0, constant, reward_step=0)) == (4.0, 0.0)
+    without = dai.Config(epistemic_weight=4.0, epistemic_decay_fraction=0.1, total_steps=10_000)
+    assert dai.epistemic_weight_at(250, without, reward_step=100) == 3.0  # the flag off ignores it
+
+
+CORRIDOR = '{"desc": ["SFFFFFFFFFFFFFFFFFFFFFFFFFFFFG"], "is_slippery": false, "max_episode_steps": 100}'
+
+
+@pytest.mark.parametrize("env_id, env_kwargs, found", [("CartPole-v1", "", True), ("FrozenLake-v1", CORRIDOR, False)])
+def test_until_reward_the_bonus_stops_when_an_episode_returns_differently_from_the_first(env_id, env_kwargs, found):
+    """CartPole's episodes differ in length, so in return, and the bonus stops before the first
+    update; on a 30-cell corridor a near-uniform policy never reaches the goal, every episode
+    returns 0, and the bonus is paid throughout."""
+    lines = []
+    cfg = small_config(env_id=env_id, env_kwargs=env_kwargs, epistemic="standardised", epistemic_weight=5.0,
+                       epistemic_until_reward=True)
+    _, history = dai.train(cfg, progress=lines.append)
+    returns, steps = history["episode_return"], history["episode_step"]
+    differs = [step for step, ret in zip(steps, returns) if ret != returns[0]]
+    notices = [line for line in lines if "the epistemic weight is 0 from now on" in line]
+    if found:
+        assert len(notices) == 1 and notices[0].startswith(f"step {differs[0]}:") and differs[0] < cfg.learning_starts
+        assert set(history["epistemic_bonus"]) == {0.0}
+    else:
+        assert differs == [] and notices == [] and min(history["epistemic_bonus"]) > 0.0
+
+
 def test_a_transition_seen_many_times_earns_less_bonus_than_a_new_one():
     """Train the transition model on one region of a linear system; a transition from far
     outside it then earns more standardised bonus than the ones it has seen."""
@@ -426,17 +459,23 @@ def test_cli_bad_input_is_one_line_exit_2(args, words):
 # Checkpoints, logs, interruption, non-finite values (issue 3)
 # ---------------------------------------------------------------------------------------------
 def test_checkpoint_round_trip_gives_identical_actions_and_identical_continued_training(tmp_path):
-    """With the standardised epistemic value, so the running statistics and the fading weight's
-    step count are part of what must survive the round trip."""
+    """With the standardised epistemic value, so the running statistics, the fading weight's
+    step count and the step the reward was found (for epistemic_until_reward) are part of what
+    must survive the round trip."""
     path = str(tmp_path / "agent.npz")
-    params, _ = dai.train(small_config(save=path, epistemic="standardised", epistemic_weight=5.0,
-                                       epistemic_decay_fraction=2.5, epistemic_head=True), progress=None)
+    params, history = dai.train(small_config(save=path, epistemic="standardised", epistemic_weight=5.0,
+                                             epistemic_decay_fraction=2.5, epistemic_head=True), progress=None)
     ckpt = dai.load_checkpoint(path)
+    returns = history["episode_return"]
+    reward_step = next(step for step, ret in zip(history["episode_step"], returns) if ret != returns[0])
+    assert float(ckpt["first_return"]) == returns[0] and int(ckpt["reward_step"]) == reward_step
     assert int(ckpt["step"]) == 600 and int(ckpt["buffer_delta_count"]) == 600
     deltas = ckpt["buffer_s_next"][:600].astype(np.float64) - ckpt["buffer_s"][:600]
     np.testing.assert_allclose(ckpt["buffer_delta_mean"], deltas.mean(axis=0), rtol=1e-5, atol=1e-7)
     cfg = dai.make_config({"env_id": "CartPole-v1", "total_steps": 900}, ckpt)
     assert cfg.hidden_size == 16 and cfg.total_steps == 900 and cfg.epistemic == "standardised" and cfg.epistemic_head  # saved, then given
+    restored, *_ = dai.restore(ckpt, cfg, dai.network_sizes(4, 2, cfg))
+    assert (restored["first_return"], restored["reward_step"]) == (returns[0], reward_step)
     assert int(ckpt["n_actions"]) == 2 and ckpt["target_theta"].size == dai.n_mlp_params([4, 16, 16, 4])  # two heads
     loaded = dai.param_views(dai.checkpoint_theta(ckpt, cfg, dai.network_sizes(4, 2, cfg)), dai.network_sizes(4, 2, cfg))
     states = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
