@@ -364,10 +364,11 @@ def epistemic_weight_at(step, cfg, reward_step=None):
     epistemic_until_reward stops the bonus when the reward is found. While every episode has
     returned the same, the preferences rank no outcome the agent has met above another, so the
     pragmatic value cannot choose between policies and only the epistemic value can. Once two
-    episodes have returned differently, there is something to prefer, and from then on the agent
-    follows its preferences alone. Where episodes differ in return from the start (CartPole,
-    LunarLander) this is reward alone before the first update; where the reward is sparse
-    (MountainCar, a corridor) the schedule runs unchanged until the goal is first reached."""
+    episodes have returned differently, there is something to prefer, and no new bonus enters G
+    (with one head, what G has bootstrapped of it so far still fades out as described above).
+    Where episodes differ in return from the start (CartPole, LunarLander) this is reward alone
+    before the first update; where the reward is sparse (MountainCar, a corridor) the schedule
+    runs unchanged until the goal is first reached."""
     if cfg.epistemic_until_reward and reward_step is not None:
         return 0.0
     decay_steps = round(cfg.epistemic_decay_fraction * cfg.total_steps)
