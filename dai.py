@@ -83,6 +83,7 @@ class Config:
     epistemic_decay_fraction: float = 0.0  # share of total_steps over which lambda falls linearly to 0, >= 0; 0 = a constant lambda (the author's)
     epistemic_until_reward: bool = False  # lambda_t = 0 for good once a finished episode's return differs from the first episode's: the reward then ranks outcomes, and the preferences can choose
     epistemic_head: bool = False  # learn G_epi in a head of its own, G = G_prag + lambda_t G_epi, so that a fading lambda leaves the policy at once
+    pragmatic_head: bool = False  # learn G_prag (reward only) in a head beside G; the policy follows G until the reward is found (as epistemic_until_reward defines it), G_prag from then on
     bootstrap: str = "expectation"  # V(s'): "expectation" under q, or "min" over actions
     precision: float = 1.0  # beta: fixed precision, or the starting value when it is learned
     learn_precision: bool = True  # learn beta to hold the policy entropy at target_entropy
@@ -162,9 +163,17 @@ def network_sizes(obs_dim, n_actions, cfg):
     hidden = [cfg.hidden_size] * cfg.hidden_layers
     return {
         "transition": [obs_dim + n_actions, *hidden, obs_dim],  # (s, one-hot a) -> s' - s
-        "efe": [obs_dim, *hidden, n_actions * (2 if cfg.epistemic_head else 1)],  # s -> G(s, a) (or G_prag, G_epi) for every a
+        "efe": [obs_dim, *hidden, n_actions * len(efe_head_names(cfg))],  # s -> each head's G(s, a) for every a
         "policy": [obs_dim, *hidden, n_actions],  # s -> logits of q(a|s)
     }
+
+
+def efe_head_names(cfg):
+    """What each head of the EFE net learns, in output order: ("G",) with one head,
+    ("G_prag", "G_epi") with epistemic_head, ("G_prag", "G") with pragmatic_head."""
+    if cfg.epistemic_head:
+        return ("G_prag", "G_epi")
+    return ("G_prag", "G") if cfg.pragmatic_head else ("G",)
 
 
 def n_mlp_params(sizes):
@@ -280,17 +289,25 @@ def transition_loss(layers, s, a_onehot, delta):
 
 
 def efe_heads(layers, s, n_actions):
-    """The EFE net's estimates at s: one head, G, or two, G_prag and G_epi (epistemic_head).
-    (batch, heads, n_actions)"""
+    """The EFE net's estimates at s, one per head of efe_head_names().  (batch, heads, n_actions)"""
     g = mlp(layers, s)  # (batch, heads * n_actions)
     return anp.reshape(g, (g.shape[0], -1, n_actions))
 
 
-def efe_value(g_heads, epistemic_weight):
-    """G(s, .) from efe_heads(): the single head itself, or G_prag + lambda_t G_epi.  (batch, n_actions)"""
-    if g_heads.shape[1] == 1:
-        return g_heads[:, 0]
-    return g_heads[:, 0] + epistemic_weight * g_heads[:, 1]
+def value_mix(heads, epistemic_weight, reward_found):
+    """c in G = sum_k c_k G_k: the value the policy follows, made of the heads of efe_head_names().
+    ("G",): G itself. ("G_prag", "G_epi"): G_prag + lambda_t G_epi. ("G_prag", "G"): G until
+    the reward is found, then G_prag, which has learned from every transition without the bonus."""
+    if heads == ("G_prag", "G_epi"):
+        return (1.0, epistemic_weight)
+    if heads == ("G_prag", "G"):
+        return (1.0, 0.0) if reward_found else (0.0, 1.0)
+    return (1.0,)
+
+
+def efe_value(g_heads, mix):
+    """G(s, .) = sum_k c_k G_k(s, .), g_heads from efe_heads(), mix = c from value_mix().  (batch, n_actions)"""
+    return sum(c * g_heads[:, k] for k, c in enumerate(mix) if c)
 
 
 def efe_loss(layers, s, a_onehot, y):
@@ -320,15 +337,15 @@ efe_loss_and_grad = value_and_grad(efe_loss)
 policy_loss_and_grad = value_and_grad(policy_loss)
 
 
-def bootstrap_value(g_next, logits_next, kind, epistemic_weight):
+def bootstrap_value(g_next, logits_next, kind, mix):
     """V(s') of each head of the target net, g_next = Gbar(s', .) from efe_heads(): the
     expectation under q(.|s') ("expectation"), or the value of the action minimising
-    Gbar = efe_value(g_next) ("min", the author's main variant; for one head, min_a' Gbar(s', a')).
+    Gbar = efe_value(g_next, mix) ("min", the author's main variant; for one head, min_a' Gbar(s', a')).
     (batch, heads)"""
     if kind == "expectation":
         w = softmax(logits_next)  # (batch, n_actions)
     else:
-        w = one_hot(np.argmin(efe_value(g_next, epistemic_weight), axis=1), g_next.shape[2])
+        w = one_hot(np.argmin(efe_value(g_next, mix), axis=1), g_next.shape[2])
     return np.sum(w[:, None, :] * g_next, axis=2)
 
 
@@ -386,20 +403,22 @@ def efe_targets(r, e, terminated, v_next, gamma, epistemic_weight):
     return -r - epistemic_weight * e + gamma * (1.0 - terminated) * v_next
 
 
-def head_targets(r, e, terminated, v_next, gamma, epistemic_weight):
-    """The EFE target of each head, v_next (batch, heads) from bootstrap_value().  (batch, heads)
+def head_targets(r, e, terminated, v_next, gamma, epistemic_weight, heads):
+    """The EFE target of each head of efe_head_names(), v_next (batch, heads) from
+    bootstrap_value(). Each head has its own Bellman equation, an efe_targets() with its own parts:
 
-    One head: y from efe_targets(). Two heads (epistemic_head): y_prag = -r + gamma V_prag(s')
-    and y_epi = -e + gamma V_epi(s'), each its own Bellman equation, as in RND's intrinsic and
-    extrinsic value heads. The EFE is linear in its parts, so with a constant lambda
-    y_prag + lambda y_epi is the one-head target, and both nets learn the same G. With a fading
-    lambda they differ: the one-head G keeps the epistemic value it has bootstrapped until the
-    target net forgets it; G = G_prag + lambda_t G_epi drops it as lambda_t falls."""
-    if v_next.shape[1] == 1:
-        return efe_targets(r, e, terminated, v_next[:, 0], gamma, epistemic_weight)[:, None]
-    y_prag = efe_targets(r, e, terminated, v_next[:, 0], gamma, 0.0)
-    y_epi = efe_targets(np.zeros_like(r), e, terminated, v_next[:, 1], gamma, 1.0)
-    return np.stack([y_prag, y_epi], axis=1)
+        G        y = -r - lambda_t e + gamma V(s')
+        G_prag   y = -r + gamma V_prag(s')
+        G_epi    y = -e + gamma V_epi(s')
+
+    G_prag and G_epi are like RND's extrinsic and intrinsic value heads. The EFE is linear in its
+    parts, so with a constant lambda y_prag + lambda y_epi is G's target, and ("G",) and
+    ("G_prag", "G_epi") learn the same G. With a fading lambda they differ: G keeps the epistemic
+    value it has bootstrapped until the target net forgets it; G_prag + lambda_t G_epi drops it as
+    lambda_t falls.  (batch, heads)"""
+    parts = {"G": (r, epistemic_weight), "G_prag": (r, 0.0), "G_epi": (np.zeros_like(r), 1.0)}  # (reward, lambda)
+    y = [efe_targets(parts[name][0], e, terminated, v_next[:, k], gamma, parts[name][1]) for k, name in enumerate(heads)]
+    return np.stack(y, axis=1)
 
 
 def precision_gradient(batch_entropy, target_entropy):
@@ -590,9 +609,11 @@ def update(params, target, state, batch, cfg, n_actions, weight):
     eps = prediction_error(params["transition"], s, a_onehot, delta)  # (batch,)
     e = epistemic_value(eps, s.shape[1], cfg.epistemic)  # (batch,)
     logits_next = mlp(params["policy"], s_next)  # (batch, n_actions)
-    v_next = bootstrap_value(efe_heads(target, s_next, n_actions), logits_next, cfg.bootstrap, weight)  # (batch, heads)
-    y = head_targets(batch["r"], e, batch["terminated"], v_next, cfg.gamma, weight)  # (batch, heads)
-    g = efe_value(efe_heads(params["efe"], s, n_actions), weight)  # (batch, n_actions)
+    heads = efe_head_names(cfg)
+    mix = value_mix(heads, weight, state["reward_step"] is not None)
+    v_next = bootstrap_value(efe_heads(target, s_next, n_actions), logits_next, cfg.bootstrap, mix)  # (batch, heads)
+    y = head_targets(batch["r"], e, batch["terminated"], v_next, cfg.gamma, weight, heads)  # (batch, heads)
+    g = efe_value(efe_heads(params["efe"], s, n_actions), mix)  # (batch, n_actions)
 
     loss_t, grad_t = transition_loss_and_grad(params["transition"], s, a_onehot, delta)
     loss_g, grad_g = efe_loss_and_grad(params["efe"], s, a_onehot, y)
@@ -695,9 +716,11 @@ def train(cfg, progress=print, checkpoint=None):
                     state["first_return"] = ep_return
                 elif state["reward_step"] is None and ep_return != state["first_return"]:
                     state["reward_step"] = step  # the reward has ranked two outcomes
-                    if progress and cfg.epistemic_until_reward and cfg.epistemic_weight > 0:
+                    switches = {"the epistemic weight is 0": cfg.epistemic_until_reward and cfg.epistemic_weight > 0,
+                                "the policy follows G_prag": cfg.pragmatic_head}
+                    if progress and any(switches.values()):
                         progress(f"step {step}: an episode returned {ep_return:g}, the first {state['first_return']:g}; "
-                                 "the epistemic weight is 0 from now on")
+                                 + " and ".join(k for k, on in switches.items() if on) + " from now on")
                 obs, _ = env.reset()
                 s, ep_return, ep_length = encode(obs, env.observation_space), 0.0, 0
 
@@ -861,7 +884,8 @@ def checkpoint_theta(ckpt, cfg, sizes):
     expected = n_params(sizes)
     if ckpt["theta"].size != expected:
         raise UsageError(f"checkpoint has {ckpt['theta'].size} parameters, but hidden_size {cfg.hidden_size}, "
-                         f"hidden_layers {cfg.hidden_layers} and epistemic_head {cfg.epistemic_head} make {expected}; "
+                         f"hidden_layers {cfg.hidden_layers} and the EFE heads {', '.join(efe_head_names(cfg))} "
+                         f"(set by epistemic_head and pragmatic_head) make {expected}; "
                          "do not override them when loading")
     return ckpt["theta"].astype(np.float32)
 
@@ -948,6 +972,7 @@ def check_config(cfg):
         (cfg.epistemic not in ("standardised", "raw"), "epistemic must be 'standardised' or 'raw'"),
         (not 0 <= cfg.epistemic_weight < float("inf"), "epistemic_weight must be >= 0"),
         (not 0 <= cfg.epistemic_decay_fraction < float("inf"), "epistemic_decay_fraction must be >= 0"),
+        (cfg.epistemic_head and cfg.pragmatic_head, "epistemic_head and pragmatic_head cannot both be set"),
         (cfg.bootstrap not in ("expectation", "min"), "bootstrap must be 'expectation' or 'min'"),
         (not 0 < cfg.precision < float("inf"), "precision must be > 0"),
         (not 0 < cfg.target_entropy < 1, "target_entropy must be in (0, 1)"),

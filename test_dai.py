@@ -119,8 +119,8 @@ def test_efe_target_vectorised_matches_loop():
     r, eps, term = rng.normal(size=n), rng.random(n), (rng.random(n) < 0.3).astype(float)
     g_next, logits_next = rng.normal(size=(n, k)), rng.normal(size=(n, k))
     for kind in ("expectation", "min"):
-        v_next = dai.bootstrap_value(g_next[:, None, :], logits_next, kind, lam)  # one head
-        y = dai.head_targets(r, eps, term, v_next, gamma, lam)[:, 0]
+        v_next = dai.bootstrap_value(g_next[:, None, :], logits_next, kind, (1.0,))  # one head
+        y = dai.head_targets(r, eps, term, v_next, gamma, lam, ("G",))[:, 0]
         for i in range(n):
             q = [np.exp(logits_next[i, j]) / sum(np.exp(logits_next[i])) for j in range(k)]
             if kind == "expectation":
@@ -139,9 +139,11 @@ def test_two_heads_with_a_constant_weight_learn_the_one_head_target(kind):
     n, k, gamma, lam = 9, 3, 0.97, 4.0
     r, e, term = rng.normal(size=n), rng.random(n), (rng.random(n) < 0.3).astype(float)
     g_next, logits_next = rng.normal(size=(n, 2, k)), rng.normal(size=(n, k))  # (batch, heads, actions)
-    y = dai.head_targets(r, e, term, dai.bootstrap_value(g_next, logits_next, kind, lam), gamma, lam)
-    combined = dai.efe_value(g_next, lam)  # (batch, actions)
-    y_one = dai.efe_targets(r, e, term, dai.bootstrap_value(combined[:, None, :], logits_next, kind, lam)[:, 0], gamma, lam)
+    heads = ("G_prag", "G_epi")
+    mix = dai.value_mix(heads, lam, reward_found=False)
+    y = dai.head_targets(r, e, term, dai.bootstrap_value(g_next, logits_next, kind, mix), gamma, lam, heads)
+    combined = dai.efe_value(g_next, mix)  # (batch, actions)
+    y_one = dai.efe_targets(r, e, term, dai.bootstrap_value(combined[:, None, :], logits_next, kind, (1.0,))[:, 0], gamma, lam)
     np.testing.assert_allclose(y[:, 0] + lam * y[:, 1], y_one, rtol=1e-12)
     for i in range(n):
         a = int(np.argmin(combined[i]))
@@ -152,11 +154,39 @@ def test_two_heads_with_a_constant_weight_learn_the_one_head_target(kind):
         assert y[i, 1] == pytest.approx(-e[i] + future * v[1])  # epistemic: the bonus only
 
 
-def test_with_the_weight_at_zero_the_epistemic_head_leaves_g_at_once():
-    g_heads = np.random.default_rng(3).normal(size=(5, 2, 3))
-    assert np.array_equal(dai.efe_value(g_heads, 0.0), g_heads[:, 0])
-    assert np.array_equal(dai.efe_value(g_heads, 2.0), g_heads[:, 0] + 2.0 * g_heads[:, 1])
-    assert np.array_equal(dai.efe_value(g_heads[:, :1], 2.0), g_heads[:, 0])  # one head: G itself
+def test_the_value_the_policy_follows_from_each_layout_of_heads():
+    """One head: G itself. epistemic_head: G_prag + lambda_t G_epi, so G_prag alone at lambda = 0.
+    pragmatic_head: the G head until the reward is found, then the G_prag head, whatever lambda."""
+    g_heads = np.random.default_rng(3).normal(size=(5, 2, 3)).astype(np.float32)  # (batch, heads, actions)
+    value = lambda heads, lam, found: dai.efe_value(g_heads[:, :len(heads)], dai.value_mix(heads, lam, found))
+    assert np.array_equal(value(("G",), 2.0, True), g_heads[:, 0])
+    assert np.array_equal(value(("G_prag", "G_epi"), 0.0, False), g_heads[:, 0])
+    assert np.array_equal(value(("G_prag", "G_epi"), 2.0, True), g_heads[:, 0] + 2.0 * g_heads[:, 1])
+    for lam in (0.0, 2.0):
+        assert np.array_equal(value(("G_prag", "G"), lam, False), g_heads[:, 1])
+        assert np.array_equal(value(("G_prag", "G"), lam, True), g_heads[:, 0])
+    assert value(("G_prag", "G_epi"), 2.0, False).dtype == np.float32  # the weight does not promote G
+
+
+@pytest.mark.parametrize("kind", ["expectation", "min"])
+def test_the_pragmatic_head_learns_the_lambda_zero_target_beside_the_one_head_target(kind):
+    """With pragmatic_head, head G's target is the one-head net's and head G_prag's is the
+    lambda = 0 net's, both bootstrapped with the action the policy follows ("min")."""
+    rng = np.random.default_rng(4)
+    n, k, gamma, lam = 9, 3, 0.97, 4.0
+    r, e, term = rng.normal(size=n), rng.random(n), (rng.random(n) < 0.3).astype(float)
+    g_next, logits_next = rng.normal(size=(n, 2, k)), rng.normal(size=(n, k))  # (batch, heads, actions): G_prag, G
+    heads = ("G_prag", "G")
+    for found, followed in ((False, 1), (True, 0)):
+        mix = dai.value_mix(heads, lam, found)
+        y = dai.head_targets(r, e, term, dai.bootstrap_value(g_next, logits_next, kind, mix), gamma, lam, heads)
+        for i in range(n):
+            a = int(np.argmin(g_next[i, followed]))
+            q = np.exp(logits_next[i]) / np.sum(np.exp(logits_next[i]))
+            v = [g_next[i, h, a] if kind == "min" else q @ g_next[i, h] for h in (0, 1)]
+            future = 0.0 if term[i] else gamma
+            assert y[i, 0] == pytest.approx(-r[i] + future * v[0])  # G_prag: reward only
+            assert y[i, 1] == pytest.approx(-r[i] - lam * e[i] + future * v[1])  # G: the one-head target
 
 
 def test_epistemic_term_makes_surprising_actions_more_attractive():
@@ -540,7 +570,7 @@ def test_a_checkpoint_with_inconsistent_arrays_is_refused(tmp_path, good_checkpo
 def test_loading_with_other_network_shapes_says_which_flag(good_checkpoint):
     out = run_cli("CartPole-v1", "--load", good_checkpoint, "--eval-only", "--epistemic-head")
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "epistemic_head True make" in out.stderr.strip().splitlines()[-1]
+    assert "the EFE heads G_prag, G_epi (set by epistemic_head and pragmatic_head) make" in out.stderr.strip().splitlines()[-1]
 
 
 def test_eval_only_prints_mean_and_std(good_checkpoint):
