@@ -21,6 +21,7 @@ more attractive. Three networks and a target copy learn from a replay buffer:
     EFE value net      G(s, .) one estimate per action, lower is better   efe_loss()
     EFE target         y = -r - lambda_t*e + gamma*(1 - terminated)*V(s') efe_targets()
     (epistemic_head)   G = G_prag + lambda_t G_epi, targets -r + gamma V_prag, -e + gamma V_epi   head_targets()
+    (pragmatic_head)   G_prag beside G; q follows G until the reward is found, then G_prag   value_mix()
     bootstrap value    V(s') = sum_a' q(a'|s') Gbar(s', a')   or  min_a' Gbar(s', a')   bootstrap_value()
     policy net         q(.|s) = softmax(logits(s))
     policy loss        KL[ q(.|s) || softmax(-beta * G(s, .)) ]           policy_loss()

@@ -274,6 +274,26 @@ def test_until_reward_the_bonus_stops_when_an_episode_returns_differently_from_t
         assert differs == [] and notices == [] and min(history["epistemic_bonus"]) > 0.0
 
 
+def test_with_a_pragmatic_head_the_policy_follows_g_until_the_reward_is_found_then_g_prag():
+    """The policy loss of one update, against policy_loss() on the head it should follow."""
+    cfg = small_config(pragmatic_head=True, epistemic="standardised", epistemic_weight=5.0)
+    sizes = dai.network_sizes(4, 2, cfg)
+    rng = np.random.default_rng(5)
+    buf = dai.buffer_init(100, 4)
+    for _ in range(100):
+        s = rng.normal(size=4).astype(np.float32)
+        dai.buffer_add(buf, s, rng.integers(2), 1.0, s + rng.normal(0, 0.1, 4).astype(np.float32), 0.0)
+    for reward_step, head in ((None, 1), (80, 0)):  # heads: G_prag, G
+        state = dai.init_state(np.random.default_rng(0), sizes, cfg)
+        state["reward_step"] = reward_step
+        params, target = dai.param_views(state["theta"], sizes), dai.mlp_views(state["target_theta"], sizes["efe"])
+        batch = dai.training_batch(buf, np.random.default_rng(1), cfg)
+        g_heads = dai.efe_heads(params["efe"], batch["s"], 2)  # (batch, heads, actions)
+        expected = [float(dai.policy_loss(params["policy"], batch["s"], g_heads[:, k], 1.0)) for k in (0, 1)]
+        loss = dai.update(params, target, state, batch, cfg, 2, 5.0)["policy_loss"]
+        assert loss == pytest.approx(expected[head], rel=1e-6) and loss != pytest.approx(expected[1 - head], rel=1e-3)
+
+
 def test_a_transition_seen_many_times_earns_less_bonus_than_a_new_one():
     """Train the transition model on one region of a linear system; a transition from far
     outside it then earns more standardised bonus than the ones it has seen."""
@@ -475,6 +495,7 @@ def test_cli_help_lists_every_config_field_with_its_default():
     (["CartPole-v1", "--learning-rate", "0"], "learning rates must be > 0"),
     (["CartPole-v1", "--total-steps", "-5"], "total_steps must be at least 1"),
     (["CartPole-v1", "--bootstrap", "max"], "bootstrap must be"),
+    (["CartPole-v1", "--epistemic-head", "--pragmatic-head"], "epistemic_head and pragmatic_head cannot both be set"),
     (["CartPole-v1", "--no-such-flag"], "unrecognized arguments"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(args, words):
