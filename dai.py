@@ -311,12 +311,12 @@ def efe_value(g_heads, mix):
     return sum(c * g_heads[:, k] for k, c in enumerate(mix) if c)
 
 
-def efe_loss(layers, s, a_onehot, y, learning=1.0):
+def efe_loss(layers, s, a_onehot, y):
     """L_G = mean over the batch of sum_k (G_k(s, a) - y_k)^2, one term per head k, with y a
     constant from head_targets().  y: (batch, heads)"""
     g = efe_heads(layers, s, a_onehot.shape[1])  # (batch, heads, n_actions)
     g_taken = anp.sum(g * a_onehot[:, None, :], axis=2)  # (batch, heads) G of the action taken
-    return anp.mean(anp.sum(learning * (g_taken - y) ** 2, axis=1))
+    return anp.mean(anp.sum((g_taken - y) ** 2, axis=1))
 
 
 def policy_loss(layers, s, g, beta):
@@ -617,9 +617,7 @@ def update(params, target, state, batch, cfg, n_actions, weight):
     g = efe_value(efe_heads(params["efe"], s, n_actions), mix)  # (batch, n_actions)
 
     loss_t, grad_t = transition_loss_and_grad(params["transition"], s, a_onehot, delta)
-    found = state["reward_step"] is not None
-    learning = np.array([1.0, 0.0 if found else 1.0], dtype=np.float32) if heads == ("G_prag", "G") else 1.0  # G stops learning at the switch
-    loss_g, grad_g = efe_loss_and_grad(params["efe"], s, a_onehot, y, learning)
+    loss_g, grad_g = efe_loss_and_grad(params["efe"], s, a_onehot, y)
     loss_q, grad_q = policy_loss_and_grad(params["policy"], s, g, beta)
     flat_grad = np.concatenate([x.ravel() for grads in (grad_t, grad_g, grad_q) for W_b in grads for x in W_b])
     adam_step(state["theta"], flat_grad, state["adam_theta"], cfg.learning_rate)
