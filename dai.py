@@ -215,12 +215,19 @@ def efe_slice(sizes):
 
 def init_params(rng, sizes):
     """He-normal weights, zero biases; the policy's output layer is scaled by 0.01 so that q
-    starts uniform (the first steps are then random exploration). Returns (theta, params)."""
+    starts uniform (the first steps are then random exploration). A second EFE head is drawn from
+    a child stream of rng (rng.spawn), so that every other weight, and every later action and
+    minibatch drawn from rng, is the one-head agent's. Returns (theta, params)."""
     theta = np.zeros(n_params(sizes), dtype=np.float32)
     params = param_views(theta, sizes)
+    n_actions = sizes["policy"][-1]
+    efe_out_W = params["efe"][-1][0]  # (hidden, heads * n_actions)
     for name in NETWORKS:
         for W, b in params[name]:
-            W[...] = rng.normal(0.0, np.sqrt(2.0 / W.shape[0]), W.shape)  # He: keeps ReLU activations' scale
+            columns = n_actions if W is efe_out_W else W.shape[1]
+            W[:, :columns] = rng.normal(0.0, np.sqrt(2.0 / W.shape[0]), (W.shape[0], columns))  # He: keeps ReLU activations' scale
+    second_heads = efe_out_W[:, n_actions:]
+    second_heads[...] = rng.spawn(1)[0].normal(0.0, np.sqrt(2.0 / efe_out_W.shape[0]), second_heads.shape)
     policy_out_W = params["policy"][-1][0]
     policy_out_W *= 0.01
     return theta, params
@@ -311,12 +318,22 @@ def efe_value(g_heads, mix):
     return sum(c * g_heads[:, k] for k, c in enumerate(mix) if c)
 
 
-def efe_loss(layers, s, a_onehot, y):
-    """L_G = mean over the batch of sum_k (G_k(s, a) - y_k)^2, one term per head k, with y a
-    constant from head_targets().  y: (batch, heads)"""
+def heads_learning(heads, reward_found):
+    """w in L_G: 1 for each head that learns, 0 for one that has stopped. With ("G_prag", "G") the
+    head G stops once the policy follows G_prag: nothing reads it after that (neither the policy
+    nor a bootstrap), and its gradient would only move the layers G_prag shares with it. So where
+    the reward is found before the first update (CartPole) the agent learns what lambda = 0 does."""
+    if heads == ("G_prag", "G") and reward_found:
+        return (1.0, 0.0)
+    return (1.0,) * len(heads)
+
+
+def efe_loss(layers, s, a_onehot, y, learning):
+    """L_G = mean over the batch of sum_k w_k (G_k(s, a) - y_k)^2, one term per head k, with y a
+    constant from head_targets() and w from heads_learning().  y: (batch, heads), w: (heads,)"""
     g = efe_heads(layers, s, a_onehot.shape[1])  # (batch, heads, n_actions)
     g_taken = anp.sum(g * a_onehot[:, None, :], axis=2)  # (batch, heads) G of the action taken
-    return anp.mean(anp.sum((g_taken - y) ** 2, axis=1))
+    return anp.mean(anp.sum(learning * (g_taken - y) ** 2, axis=1))
 
 
 def policy_loss(layers, s, g, beta):
@@ -611,13 +628,15 @@ def update(params, target, state, batch, cfg, n_actions, weight):
     e = epistemic_value(eps, s.shape[1], cfg.epistemic)  # (batch,)
     logits_next = mlp(params["policy"], s_next)  # (batch, n_actions)
     heads = efe_head_names(cfg)
-    mix = value_mix(heads, weight, state["reward_step"] is not None)
+    found = state["reward_step"] is not None
+    mix = value_mix(heads, weight, found)
     v_next = bootstrap_value(efe_heads(target, s_next, n_actions), logits_next, cfg.bootstrap, mix)  # (batch, heads)
     y = head_targets(batch["r"], e, batch["terminated"], v_next, cfg.gamma, weight, heads)  # (batch, heads)
     g = efe_value(efe_heads(params["efe"], s, n_actions), mix)  # (batch, n_actions)
 
     loss_t, grad_t = transition_loss_and_grad(params["transition"], s, a_onehot, delta)
-    loss_g, grad_g = efe_loss_and_grad(params["efe"], s, a_onehot, y)
+    learning = np.array(heads_learning(heads, found), dtype=np.float32)  # (heads,)
+    loss_g, grad_g = efe_loss_and_grad(params["efe"], s, a_onehot, y, learning)
     loss_q, grad_q = policy_loss_and_grad(params["policy"], s, g, beta)
     flat_grad = np.concatenate([x.ravel() for grads in (grad_t, grad_g, grad_q) for W_b in grads for x in W_b])
     adam_step(state["theta"], flat_grad, state["adam_theta"], cfg.learning_rate)

@@ -68,7 +68,7 @@ def test_transition_loss_gradient(problem):
 
 def test_efe_loss_gradient(problem):
     p = problem
-    loss = lambda layers: dai.efe_loss(layers, p["s"], p["a_onehot"], p["y"])
+    loss = lambda layers: dai.efe_loss(layers, p["s"], p["a_onehot"], p["y"], np.ones(1))
     assert_gradient_matches_finite_differences(loss, p["params"]["efe"], p["rng"])
 
 
@@ -77,8 +77,27 @@ def test_efe_loss_gradient_with_an_epistemic_head(problem):
     sizes = dai.network_sizes(3, 4, dai.Config(hidden_size=5, epistemic_head=True))
     layers = random_params(p["rng"], sizes)["efe"]
     y = p["rng"].normal(size=(len(p["s"]), 2))  # (batch, heads): G_prag and G_epi targets
-    loss = lambda layers: dai.efe_loss(layers, p["s"], p["a_onehot"], y)
+    loss = lambda layers: dai.efe_loss(layers, p["s"], p["a_onehot"], y, np.ones(2))
     assert_gradient_matches_finite_differences(loss, layers, p["rng"])
+
+
+def test_a_stopped_head_gets_no_gradient_and_leaves_the_first_heads_loss(problem):
+    """heads_learning() stops G once the pragmatic head leads: L_G is then the first head's loss
+    alone, and G's output weights get an exactly zero gradient."""
+    p = problem
+    cfg = dai.Config(hidden_size=5, pragmatic_head=True)
+    heads = dai.efe_head_names(cfg)
+    layers = random_params(p["rng"], dai.network_sizes(3, 4, cfg))["efe"]
+    y = p["rng"].normal(size=(len(p["s"]), 2))  # (batch, heads): G_prag and G targets
+    assert dai.heads_learning(heads, reward_found=False) == (1.0, 1.0)
+    learning = np.array(dai.heads_learning(heads, reward_found=True))
+    loss, grads = dai.efe_loss_and_grad(layers, p["s"], p["a_onehot"], y, learning)
+    g_prag = dai.efe_heads(layers, p["s"], 4)[:, 0]  # (batch, n_actions)
+    alone = np.mean((np.sum(g_prag * p["a_onehot"], axis=1) - y[:, 0]) ** 2)
+    assert loss == pytest.approx(alone, rel=1e-6)
+    W_out_grad, b_out_grad = grads[-1]
+    assert np.all(W_out_grad[:, 4:] == 0) and np.all(b_out_grad[4:] == 0)
+    assert np.any(W_out_grad[:, :4] != 0)
 
 
 def test_policy_loss_gradient(problem):
@@ -292,6 +311,18 @@ def test_with_a_pragmatic_head_the_policy_follows_g_until_the_reward_is_found_th
         expected = [float(dai.policy_loss(params["policy"], batch["s"], g_heads[:, k], 1.0)) for k in (0, 1)]
         loss = dai.update(params, target, state, batch, cfg, 2, 5.0)["policy_loss"]
         assert loss == pytest.approx(expected[head], rel=1e-6) and loss != pytest.approx(expected[1 - head], rel=1e-3)
+
+
+def test_where_the_reward_is_found_before_the_first_update_the_pragmatic_head_changes_nothing():
+    """On CartPole the reward is found before the first update, so G stops before it learns;
+    G_prag starts from the one-head net's weights and the second head from a child stream of
+    the generator. The run is then lambda = 0's, number for number."""
+    flags = dict(epistemic="standardised", epistemic_until_reward=True)
+    _, alone = dai.train(small_config(epistemic_weight=0.0, **flags), progress=None)
+    _, prag = dai.train(small_config(epistemic_weight=5.0, pragmatic_head=True, **flags), progress=None)
+    timings = ("eval_train_seconds", "steps_per_second")
+    assert len(prag["step"]) > 0 and {k: v for k, v in prag.items() if k not in timings} == \
+        {k: v for k, v in alone.items() if k not in timings}
 
 
 def test_a_transition_seen_many_times_earns_less_bonus_than_a_new_one():
