@@ -85,8 +85,11 @@ def main(argv=None):
     if threshold is None:
         import gymnasium as gym
         threshold = gym.spec(args.env_id).reward_threshold
-    table = {label: [measures(read_history(args.out, args.env_id, label, seed), threshold, args.goal)
-                     for seed in args.seeds] for label in (args.reference, *args.labels)}
+    try:
+        table = {label: [measures(read_history(args.out, args.env_id, label, seed), threshold, args.goal)
+                         for seed in args.seeds] for label in (args.reference, *args.labels)}
+    except FileNotFoundError as e:
+        parser.error(f"no stored history {e.filename}: run curves.py for that label and seed first")
     print(f"# {args.env_id}, threshold {threshold:g}, seeds {args.seeds}; medians (seeds that count), "
           f"P(worse) and one-sided p against {args.reference}")
     for measure in table[args.reference][0]:

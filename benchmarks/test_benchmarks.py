@@ -79,3 +79,6 @@ def test_compare_reads_stored_histories(tmp_path):
         assert lines[i + 1].startswith("    b ") and "P(worse)" in lines[i + 1] and "p better" in lines[i + 1]
     i = next(i for i, line in enumerate(lines) if line.startswith("share still solved: a "))
     assert lines[i + 1].startswith("    b ")  # a test, or why there is none
+    missing = subprocess.run([sys.executable, os.path.join(HERE, "compare.py"), "CartPole-v1", "--out", str(tmp_path),
+                              "--reference", "a", "--labels", "c"], capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "no stored history" in missing.stderr and "Traceback" not in missing.stderr
