@@ -11,13 +11,13 @@ read as the log prior preference over outcomes, so -r is the pragmatic part of G
 model's surprise at an outcome is its epistemic part (information gain), which makes an action
 more attractive. Three networks and a target copy learn from a replay buffer:
 
-    transition model   f(s, a) ~ d = s' - s  (or, standardised,           transition(), transition_loss()
-                       d = (s' - s - mu) / sigma with their running stats) transition_target()
+    transition model   f(s, a) ~ d = (s' - s - mu) / sigma, the state change  transition(), transition_loss()
+                       standardised by its running stats  (raw: d = s' - s)    transition_target()
     prediction error   eps(s, a, s') = 1/2 |d - f(s, a)|^2                prediction_error()
-    epistemic value    e = eps  (standardised: min(eps / obs_dim, 1))      epistemic_value()
-    epistemic weight   lambda_t = lambda_0, or fading: lambda_0 max(0, 1 - t/T)  epistemic_weight_at()
-                       with T = epistemic_decay_fraction * total_steps; (epistemic_until_reward)
-                       0 once an episode has returned differently from the first
+    epistemic value    e = min(eps / obs_dim, 1)  (raw: e = eps)          epistemic_value()
+    epistemic weight   lambda_t = lambda_0 max(0, 1 - t/T), T = epistemic_decay_fraction * total_steps  epistemic_weight_at()
+                       (T = 0: lambda_0 always); (epistemic_until_reward) 0 once an episode has
+                       returned differently from the first
     EFE value net      G(s, .) one estimate per action, lower is better   efe_loss()
     EFE target         y = -r - lambda_t*e + gamma*(1 - terminated)*V(s') efe_targets()
     (epistemic_head)   G = G_prag + lambda_t G_epi, targets -r + gamma V_prag, -e + gamma V_epi   head_targets()
@@ -31,11 +31,12 @@ more attractive. Three networks and a target copy learn from a replay buffer:
 Minimising the policy loss is a policy-gradient step on E_q[-beta G] + H[q]: maximum-entropy RL
 (discrete soft actor-critic) with -G in place of Q and the precision beta as inverse temperature.
 With epistemic_weight = 0 it *is* discrete SAC on -G; with beta -> infinity as well it is greedy
-Q-learning on -G (the paper's Q-learning baseline). The default epistemic term is the author's
-(raw error, constant lambda = 1); `--epistemic standardised` with a fading lambda is the variant
-measured in the README, which finds MountainCar's goal sooner but does not end better; with
-`--epistemic-head` as well, it finds and then uses the goal of a sparse corridor that reward
-alone never reaches.
+Q-learning on -G (the paper's Q-learning baseline). The default epistemic term is standardised,
+fades, and leaves the policy once the reward is found: the policy then follows a head G_prag
+learned from the reward alone (measured in the README: MountainCar's goal sooner than reward
+alone, nothing worse after it; a sparse corridor that reward alone never crosses, solved). The
+author's form, raw error with a constant lambda = 1, is `--epistemic raw --epistemic-weight 1
+--epistemic-decay-fraction 0 --no-epistemic-until-reward --no-pragmatic-head`.
 
 The file reads top to bottom: config -> maths helpers -> networks and losses -> optimiser ->
 replay buffer -> acting -> training loop -> evaluation -> command line.
@@ -79,12 +80,12 @@ class Config:
     updates: int = 1  # minibatch updates per update round
     gamma: float = 0.99  # discount of future expected free energy, in [0, 1)
     tau: float = 0.005  # Polyak rate of the target EFE net, in (0, 1]; 1 = hard copy every update
-    epistemic: str = "raw"  # the epistemic value: "raw" (the author's 1/2|s' - s - f|^2) or "standardised" (error per dimension in units of the dynamics' spread, capped at 1)
-    epistemic_weight: float = 1.0  # lambda_0: weight of the epistemic (information gain) value at step 0, >= 0
-    epistemic_decay_fraction: float = 0.0  # share of total_steps over which lambda falls linearly to 0, >= 0; 0 = a constant lambda (the author's)
-    epistemic_until_reward: bool = False  # lambda_t = 0 for good once a finished episode's return differs from the first episode's: the reward then ranks outcomes, and the preferences can choose
+    epistemic: str = "standardised"  # the epistemic value: "raw" (the author's 1/2|s' - s - f|^2) or "standardised" (error per dimension in units of the dynamics' spread, capped at 1)
+    epistemic_weight: float = 30.0  # lambda_0: weight of the epistemic (information gain) value at step 0, >= 0
+    epistemic_decay_fraction: float = 0.1  # share of total_steps over which lambda falls linearly to 0, >= 0; 0 = a constant lambda (the author's)
+    epistemic_until_reward: bool = True  # lambda_t = 0 for good once a finished episode's return differs from the first episode's: the reward then ranks outcomes, and the preferences can choose
     epistemic_head: bool = False  # learn G_epi in a head of its own, G = G_prag + lambda_t G_epi, so that a fading lambda leaves the policy at once
-    pragmatic_head: bool = False  # learn G_prag (reward only) in a head beside G; the policy follows G until the reward is found (as epistemic_until_reward defines it), G_prag from then on
+    pragmatic_head: bool = True  # learn G_prag (reward only) in a head beside G; the policy follows G until the reward is found (as epistemic_until_reward defines it), G_prag from then on
     bootstrap: str = "expectation"  # V(s'): "expectation" under q, or "min" over actions
     precision: float = 1.0  # beta: fixed precision, or the starting value when it is learned
     learn_precision: bool = True  # learn beta to hold the policy entropy at target_entropy
@@ -104,6 +105,9 @@ class Config:
 
 
 RUN_OPTIONS = ("save", "save_every", "load", "eval_only", "render", "log")
+# Fields added after checkpoint format 3, with the value a checkpoint that lacks them was trained
+# with (they did not exist yet), so that resuming it does not switch on today's defaults.
+ADDED_FIELDS = {"epistemic_until_reward": False, "epistemic_head": False, "pragmatic_head": False}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -992,7 +996,8 @@ def check_config(cfg):
         (cfg.epistemic not in ("standardised", "raw"), "epistemic must be 'standardised' or 'raw'"),
         (not 0 <= cfg.epistemic_weight < float("inf"), "epistemic_weight must be >= 0"),
         (not 0 <= cfg.epistemic_decay_fraction < float("inf"), "epistemic_decay_fraction must be >= 0"),
-        (cfg.epistemic_head and cfg.pragmatic_head, "epistemic_head and pragmatic_head cannot both be set"),
+        (cfg.epistemic_head and cfg.pragmatic_head,
+         "epistemic_head and pragmatic_head cannot both be set (pragmatic_head is on by default: add --no-pragmatic-head)"),
         (cfg.bootstrap not in ("expectation", "min"), "bootstrap must be 'expectation' or 'min'"),
         (not 0 < cfg.precision < float("inf"), "precision must be > 0"),
         (not 0 < cfg.target_entropy < 1, "target_entropy must be in (0, 1)"),
@@ -1055,14 +1060,16 @@ def build_parser():
 
 
 def make_config(given, checkpoint=None):
-    """Config defaults, then the checkpoint's config (hyperparameters only), then the flags given."""
+    """Config defaults (ADDED_FIELDS' values where a checkpoint's config lacks them), then the
+    checkpoint's config (hyperparameters only), then the flags given."""
     try:
         saved = json.loads(str(checkpoint["config"])) if checkpoint is not None else {}
     except json.JSONDecodeError:
         raise UsageError("the checkpoint's config is not valid JSON") from None
     names = {f.name for f in dataclasses.fields(Config)}
     saved = {k: v for k, v in saved.items() if k in names and k not in RUN_OPTIONS}
-    return Config(**{**saved, **given})
+    absent = ADDED_FIELDS if checkpoint is not None else {}
+    return Config(**{**absent, **saved, **given})
 
 
 def main(argv=None):

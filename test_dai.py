@@ -1,5 +1,6 @@
 """Tests of dai.py. Run: python -m pytest -q test_dai.py"""
 
+import json
 import os
 import subprocess
 import sys
@@ -34,7 +35,7 @@ def random_params(rng, sizes):
 def problem():
     rng = np.random.default_rng(0)
     obs_dim, n_actions, batch = 3, 4, 7
-    sizes = dai.network_sizes(obs_dim, n_actions, dai.Config(hidden_size=5))
+    sizes = dai.network_sizes(obs_dim, n_actions, dai.Config(hidden_size=5, pragmatic_head=False))  # one EFE head
     return {
         "rng": rng,
         "params": random_params(rng, sizes),
@@ -74,7 +75,7 @@ def test_efe_loss_gradient(problem):
 
 def test_efe_loss_gradient_with_an_epistemic_head(problem):
     p = problem
-    sizes = dai.network_sizes(3, 4, dai.Config(hidden_size=5, epistemic_head=True))
+    sizes = dai.network_sizes(3, 4, dai.Config(hidden_size=5, epistemic_head=True, pragmatic_head=False))
     layers = random_params(p["rng"], sizes)["efe"]
     y = p["rng"].normal(size=(len(p["s"]), 2))  # (batch, heads): G_prag and G_epi targets
     loss = lambda layers: dai.efe_loss(layers, p["s"], p["a_onehot"], y, np.ones(2))
@@ -265,9 +266,10 @@ def test_epistemic_weight_until_reward_is_the_schedule_until_the_reward_is_found
                      epistemic_until_reward=True)  # T = 1000 steps
     assert [dai.epistemic_weight_at(t, cfg, reward_step=None) for t in (0, 250, 1000)] == [4.0, 3.0, 0.0]
     assert {dai.epistemic_weight_at(t, cfg, reward_step=100) for t in (100, 250, 10**6)} == {0.0}
-    constant = dai.Config(epistemic_weight=4.0, epistemic_until_reward=True)
+    constant = dai.Config(epistemic_weight=4.0, epistemic_decay_fraction=0.0, epistemic_until_reward=True)
     assert (dai.epistemic_weight_at(10**6, constant), dai.epistemic_weight_at(0, constant, reward_step=0)) == (4.0, 0.0)
-    without = dai.Config(epistemic_weight=4.0, epistemic_decay_fraction=0.1, total_steps=10_000)
+    without = dai.Config(epistemic_weight=4.0, epistemic_decay_fraction=0.1, total_steps=10_000,
+                         epistemic_until_reward=False)
     assert dai.epistemic_weight_at(250, without, reward_step=100) == 3.0  # the flag off ignores it
 
 
@@ -281,7 +283,7 @@ def test_until_reward_the_bonus_stops_when_an_episode_returns_differently_from_t
     returns 0, and the bonus is paid throughout."""
     lines = []
     cfg = small_config(env_id=env_id, env_kwargs=env_kwargs, epistemic="standardised", epistemic_weight=5.0,
-                       epistemic_until_reward=True)
+                       epistemic_decay_fraction=0.0, epistemic_until_reward=True, pragmatic_head=False)
     _, history = dai.train(cfg, progress=lines.append)
     returns, steps = history["episode_return"], history["episode_step"]
     differs = [step for step, ret in zip(steps, returns) if ret != returns[0]]
@@ -317,8 +319,8 @@ def test_where_the_reward_is_found_before_the_first_update_the_pragmatic_head_ch
     """On CartPole the reward is found before the first update, so G stops before it learns;
     G_prag starts from the one-head net's weights and the second head from a child stream of
     the generator. The run is then lambda = 0's, number for number."""
-    flags = dict(epistemic="standardised", epistemic_until_reward=True)
-    _, alone = dai.train(small_config(epistemic_weight=0.0, **flags), progress=None)
+    flags = dict(epistemic="standardised", epistemic_decay_fraction=0.0, epistemic_until_reward=True)
+    _, alone = dai.train(small_config(epistemic_weight=0.0, pragmatic_head=False, **flags), progress=None)
     _, prag = dai.train(small_config(epistemic_weight=5.0, pragmatic_head=True, **flags), progress=None)
     timings = ("eval_train_seconds", "steps_per_second")
     assert len(prag["step"]) > 0 and {k: v for k, v in prag.items() if k not in timings} == \
@@ -526,7 +528,7 @@ def test_cli_help_lists_every_config_field_with_its_default():
     (["CartPole-v1", "--learning-rate", "0"], "learning rates must be > 0"),
     (["CartPole-v1", "--total-steps", "-5"], "total_steps must be at least 1"),
     (["CartPole-v1", "--bootstrap", "max"], "bootstrap must be"),
-    (["CartPole-v1", "--epistemic-head", "--pragmatic-head"], "epistemic_head and pragmatic_head cannot both be set"),
+    (["CartPole-v1", "--epistemic-head"], "pragmatic_head is on by default: add --no-pragmatic-head"),
     (["CartPole-v1", "--no-such-flag"], "unrecognized arguments"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(args, words):
@@ -546,7 +548,8 @@ def test_checkpoint_round_trip_gives_identical_actions_and_identical_continued_t
     must survive the round trip."""
     path = str(tmp_path / "agent.npz")
     params, history = dai.train(small_config(save=path, epistemic="standardised", epistemic_weight=5.0,
-                                             epistemic_decay_fraction=2.5, epistemic_head=True), progress=None)
+                                             epistemic_decay_fraction=2.5, epistemic_head=True,
+                                             pragmatic_head=False), progress=None)
     ckpt = dai.load_checkpoint(path)
     returns = history["episode_return"]
     reward_step = next(step for step, ret in zip(history["episode_step"], returns) if ret != returns[0])
@@ -620,9 +623,25 @@ def test_a_checkpoint_with_inconsistent_arrays_is_refused(tmp_path, good_checkpo
 
 
 def test_loading_with_other_network_shapes_says_which_flag(good_checkpoint):
-    out = run_cli("CartPole-v1", "--load", good_checkpoint, "--eval-only", "--epistemic-head")
+    out = run_cli("CartPole-v1", "--load", good_checkpoint, "--eval-only", "--no-pragmatic-head")
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "the EFE heads G_prag, G_epi (set by epistemic_head and pragmatic_head) make" in out.stderr.strip().splitlines()[-1]
+    assert "the EFE heads G (set by epistemic_head and pragmatic_head) make" in out.stderr.strip().splitlines()[-1]
+
+
+def test_a_checkpoint_from_before_the_head_flags_resumes_with_them_off(tmp_path):
+    """A checkpoint whose config lacks the fields added after its format (ADDED_FIELDS) was
+    trained without them: resuming it must not switch on today's defaults."""
+    path, old = str(tmp_path / "one_head.npz"), str(tmp_path / "old.npz")
+    dai.train(small_config(total_steps=300, eval_every=0, save=path, epistemic="raw", epistemic_weight=1.0,
+                           epistemic_decay_fraction=0.0, epistemic_until_reward=False, pragmatic_head=False), progress=None)
+    ckpt = dict(np.load(path))
+    config = {k: v for k, v in json.loads(str(ckpt["config"])).items() if k not in dai.ADDED_FIELDS}
+    write_npz(old, **{**ckpt, "config": np.array(json.dumps(config))})
+    cfg = dai.make_config({"env_id": "CartPole-v1"}, dai.load_checkpoint(old))
+    assert (cfg.epistemic_until_reward, cfg.epistemic_head, cfg.pragmatic_head) == (False, False, False)
+    assert dai.make_config({"env_id": "CartPole-v1"}).pragmatic_head  # without a checkpoint: the defaults
+    out = run_cli("CartPole-v1", "--load", old, "--eval-only", "--episodes", "1")
+    assert out.returncode == 0, out.stderr
 
 
 def test_eval_only_prints_mean_and_std(good_checkpoint):
@@ -810,7 +829,7 @@ def test_closing_the_output_pipe_stops_quietly():
     """`python dai.py CartPole-v1 | head -1`: no traceback when the reader goes away."""
     proc = subprocess.Popen([sys.executable, os.path.join(HERE, "dai.py"), "CartPole-v1", "--log-every", "50",
                              "--hidden-size", "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE)
-    assert proc.stdout.readline().startswith("step 50 |")
+    assert proc.stdout.readline().startswith("step ")  # a progress line, or the note that the reward is found
     proc.stdout.close()
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 141 and "Traceback" not in err

@@ -3,11 +3,11 @@
     python benchmarks/novelty.py                      # MountainCar-v0, 8,000 steps, seed 0
     python benchmarks/novelty.py --steps 20000 --epistemic raw
 
-Trains dai.py with lambda = 0 (so exploration is reward-driven only), then prints the epistemic
-value e (dai.epistemic_value, before the cap, so the spread shows) of the transitions in the
-replay buffer, and of transitions from two MountainCar regions the agent has not reached: the
-far left wall at speed, and the slope up to the goal at speed. Their next states come from
-MountainCar's own equations (gymnasium's mountain_car.py).
+Trains dai.py with lambda = 0 and one EFE head (so exploration is reward-driven only), then
+prints the epistemic value e (dai.epistemic_value, before the cap, so the spread shows) of the
+transitions in the replay buffer, and of transitions from two MountainCar regions the agent has
+not reached: the far left wall at speed, and the slope up to the goal at speed. Their next
+states come from MountainCar's own equations (gymnasium's mountain_car.py).
 """
 
 import argparse
@@ -46,7 +46,7 @@ def main():
     parser.add_argument("--epistemic", default="standardised", choices=("standardised", "raw"))
     args = parser.parse_args()
     cfg = dai.Config(env_id="MountainCar-v0", total_steps=args.steps, seed=args.seed, epistemic=args.epistemic,
-                     epistemic_weight=0.0, eval_every=0, log_every=10**9)
+                     epistemic_weight=0.0, pragmatic_head=False, eval_every=0, log_every=10**9)
     buffers = []
     real_init = dai.buffer_init
     dai.buffer_init = lambda *a: buffers.append(real_init(*a)) or buffers[-1]  # keep the training buffer
