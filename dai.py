@@ -905,6 +905,10 @@ def checkpoint_theta(ckpt, cfg, sizes):
     if saved != (obs_dim, n_actions):
         raise UsageError(f"checkpoint was made for {ckpt['env_id']} (observation size {saved[0]}, {saved[1]} actions); "
                          f"{cfg.env_id} has observation size {obs_dim} and {n_actions} actions")
+    saved_heads, heads = efe_head_names(make_config({}, ckpt)), efe_head_names(cfg)
+    if saved_heads != heads:  # the same number of heads can mean other things: refuse, do not reinterpret
+        raise UsageError(f"checkpoint's EFE heads are {', '.join(saved_heads)}, but epistemic_head and pragmatic_head "
+                         f"make {', '.join(heads)}; do not override them when loading")
     expected = n_params(sizes)
     if ckpt["theta"].size != expected:
         raise UsageError(f"checkpoint has {ckpt['theta'].size} parameters, but hidden_size {cfg.hidden_size}, "
