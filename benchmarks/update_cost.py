@@ -2,6 +2,7 @@
 
     python benchmarks/update_cost.py                 # CartPole-v1 sizes
     python benchmarks/update_cost.py Acrobot-v1 --updates 500
+    python benchmarks/update_cost.py --set epistemic=raw pragmatic_head=false   # the raw form, one EFE head
 
 Also times the same update with autograd tracing the MLP itself (dai.mlp replaced by a plain
 autograd.numpy MLP), to show what the hand-written backward pass (dai.mlp_vjp) buys.
@@ -18,8 +19,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy loads
 import autograd.numpy as anp  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, ".."))
 import dai  # noqa: E402
+from solve import parse_overrides  # noqa: E402
 
 
 def traced_mlp(layers, x):
@@ -66,8 +70,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("env_id", nargs="?", default="CartPole-v1")
     parser.add_argument("--updates", type=int, default=1000)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="Config overrides")
     args = parser.parse_args()
-    cfg = dai.Config(env_id=args.env_id)
+    cfg = dai.Config(env_id=args.env_id, **parse_overrides(args.set))
     env = dai.make_env(cfg.env_id)
     obs_dim, n_actions = dai.space_sizes(env)
     print(f"# {args.env_id}: hidden {cfg.hidden_layers}x{cfg.hidden_size}, batch {cfg.batch_size}, "
