@@ -11,13 +11,13 @@ read as the log prior preference over outcomes, so -r is the pragmatic part of G
 model's surprise at an outcome is its epistemic part (information gain), which makes an action
 more attractive. Three networks and a target copy learn from a replay buffer:
 
-    transition model   f(s, a) ~ d = (s' - s - mu) / sigma, the state change  transition(), transition_loss()
-                       standardised by its running stats  (raw: d = s' - s)    transition_target()
+    transition model   f(s, a) ~ d = (s' - s - mu) / sigma, the state change   transition(), transition_loss()
+                       standardised by its running stats (raw: d = s' - s)    transition_target()
     prediction error   eps(s, a, s') = 1/2 |d - f(s, a)|^2                prediction_error()
     epistemic value    e = min(eps / obs_dim, 1)  (raw: e = eps)          epistemic_value()
-    epistemic weight   lambda_t = lambda_0 max(0, 1 - t/T), T = epistemic_decay_fraction * total_steps  epistemic_weight_at()
-                       (T = 0: lambda_0 always); (epistemic_until_reward) 0 once an episode has
-                       returned differently from the first
+    epistemic weight   lambda_t = lambda_0 max(0, 1 - t/T)                epistemic_weight_at()
+                       with T = epistemic_decay_fraction * total_steps (T = 0: lambda_0 always);
+                       (epistemic_until_reward) 0 once an episode has returned differently from the first
     EFE value net      G(s, .) one estimate per action, lower is better   efe_loss()
     EFE target         y = -r - lambda_t*e + gamma*(1 - terminated)*V(s') efe_targets()
     (epistemic_head)   G = G_prag + lambda_t G_epi, targets -r + gamma V_prag, -e + gamma V_epi   head_targets()
