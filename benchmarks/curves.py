@@ -37,11 +37,7 @@ import dai  # noqa: E402
 from solve import fmt, median, parse_overrides, run, solve_summary  # noqa: E402
 
 # history keys that share a length, one CSV each
-TABLES = {
-    "episodes": ("episode_step", "episode_return", "episode_length"),
-    "eval": ("eval_step", "eval_return", "eval_train_seconds"),
-    "progress": ("step", *dai.UPDATE_METRICS, "precision", "steps_per_second"),
-}
+TABLES = {"episodes": dai.HISTORY[:3], "eval": dai.HISTORY[3:]}
 
 
 def parse_config(text):
@@ -64,12 +60,21 @@ def write_history(history, out, env_id, label, seed):
 
 
 def read_history(out, env_id, label, seed):
+    """A stored history. Runs stored before dai.py logged at each evaluation kept their update
+    metrics in a third table, *_progress.csv, with its own "step" column; "step" is the steps at
+    which the update metrics were taken either way."""
     history = {}
-    for table, keys in TABLES.items():
-        with open(history_path(out, env_id, label, seed, table)) as f:
+    for table in ("episodes", "eval", "progress"):
+        path = history_path(out, env_id, label, seed, table)
+        if table == "progress" and not os.path.exists(path):
+            break
+        with open(path) as f:
             rows = list(csv.DictReader(f))
-        for k in keys:
-            history[k] = [float(row.get(k) or "nan") for row in rows]  # "nan": a column added later
+        for k in rows[0] if rows else TABLES.get(table, ()):
+            history[k] = [float(row[k] or "nan") for row in rows]
+    history.setdefault("step", history["eval_step"])
+    for key in dai.HISTORY[6:]:  # a column added after the run was stored
+        history.setdefault(key, [float("nan")] * len(history["step"]))
     return history
 
 
@@ -113,7 +118,7 @@ def plot(runs, env_id, threshold, path, goal=None, ymin=None):
         ax.legend(loc="best", fontsize=8)
         ax = axes[0, 2]
         for label, hs in runs.items():
-            band(ax, hs[0]["step"], np.array([h["epistemic_bonus"] for h in hs]), label)
+            band(ax, hs[0]["step"], np.array([h["epistemic_bonus"] for h in hs]), label)  # see read_history
         first = next(iter(runs.values()))
         reward = [np.sum(np.abs(h["episode_return"])) / max(np.sum(h["episode_length"]), 1) for h in first]
         ax.axhline(np.mean(reward), color="grey", linestyle=":", linewidth=1,
@@ -164,7 +169,7 @@ def main(argv=None):
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             for (label, cfg), (seed, history) in zip(jobs, pool.map(run, [cfg for _, cfg in jobs])):
                 write_history(history, args.out, args.env_id, label, seed)
-                histories[label, seed] = history
+                histories[label, seed] = {**history, "step": history["eval_step"]}
 
     by_label = {}
     print(f"# {args.env_id}, threshold {threshold:g}, seeds {args.seeds}, common overrides {common or 'none'}")

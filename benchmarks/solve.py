@@ -3,7 +3,7 @@
     python benchmarks/solve.py CartPole-v1 --seeds 0 1 2 3 4
     python benchmarks/solve.py Acrobot-v1 --seeds 0 1 2 --steps 100000 --set learning_rate=5e-4
 
-Protocol (shared/BASELINES.md): gymnasium.make(env_id); a separate evaluation env seeded
+Protocol (benchmarks/BASELINES.md): gymnasium.make(env_id); a separate evaluation env seeded
 seed + 10000; every 2,500 env steps, 20 episodes with the policy's mode; *solved* = first
 evaluation whose mean reaches the env's reward threshold (475 for CartPole-v1, -100 for
 Acrobot-v1). Wall seconds exclude evaluation time. Seeds run in parallel processes, one core each.

@@ -1,12 +1,19 @@
-"""End-to-end runs of the benchmark scripts at a tiny budget. Needs benchmarks/requirements.txt."""
+"""End-to-end runs of the benchmark scripts at a tiny budget. The figures need matplotlib and
+LunarLander-v3 needs Box2D: `pip install -r benchmarks/requirements.txt`; without them those tests
+are skipped and say so."""
 
 import csv
+import importlib.util
 import os
 import subprocess
 import sys
 
+import pytest
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 TINY = ["--set", "learning_starts=100", "hidden_size=16", "eval_every=150", "eval_episodes=2"]
+needs = lambda module: pytest.mark.skipif(importlib.util.find_spec(module) is None,
+                                          reason=f"needs {module}: pip install -r benchmarks/requirements.txt")
 
 
 def run(script, *args):
@@ -16,6 +23,7 @@ def run(script, *args):
     return out.stdout
 
 
+@needs("matplotlib")
 def test_curves_writes_histories_and_a_png(tmp_path):
     stdout = run("curves.py", "CartPole-v1", "--seeds", "0", "1", "--steps", "300", "--jobs", "2", "--out",
                  str(tmp_path), "--name", "tiny", "--configs", "default", "no-epistemic:epistemic_weight=0", "--goal", "15",
@@ -42,6 +50,8 @@ def test_solve_prints_a_row_per_seed_and_a_summary():
     assert lines[-1].startswith("summary: solved 0/1")
 
 
+@needs("matplotlib")
+@needs("Box2D")
 def test_every_benchmarked_task_can_be_made(tmp_path):
     """benchmarks/requirements.txt is enough for every environment the README reports, Box2D's
     LunarLander-v3 included (gymnasium's box2d module needs both Box2D and pygame)."""
@@ -50,6 +60,7 @@ def test_every_benchmarked_task_can_be_made(tmp_path):
     assert "solved 0/1" in stdout
 
 
+@needs("matplotlib")
 def test_p_worse_counts_pairs_as_a_loop_does():
     from compare import p_worse
     form, reference = [3.0, 1.0, 2.0, float("inf")], [2.0, 2.0, 0.5]
@@ -57,6 +68,7 @@ def test_p_worse_counts_pairs_as_a_loop_does():
     assert p_worse(form, reference) == sum(pairs) / len(pairs)
 
 
+@needs("matplotlib")
 def test_permutation_p_is_small_only_for_a_real_gap():
     from math import comb
     from compare import permutation_p
@@ -68,6 +80,7 @@ def test_permutation_p_is_small_only_for_a_real_gap():
     assert 0.3 < permutation_p(*same) < 0.7
 
 
+@needs("matplotlib")
 def test_compare_reads_stored_histories(tmp_path):
     run("curves.py", "CartPole-v1", "--seeds", "0", "1", "--steps", "300", "--jobs", "2", "--out", str(tmp_path),
         "--configs", "a:epistemic_weight=0", "b", *TINY)

@@ -2,7 +2,7 @@
 
     python benchmarks/update_cost.py                 # CartPole-v1 sizes
     python benchmarks/update_cost.py Acrobot-v1 --updates 500
-    python benchmarks/update_cost.py --set epistemic=raw pragmatic_head=false   # the raw form, one EFE head
+    python benchmarks/update_cost.py --set raw_epistemic=true     # the author's form, one EFE head
 
 Also times the same update with autograd tracing the MLP itself (dai.mlp replaced by a plain
 autograd.numpy MLP), to show what the hand-written backward pass (dai.mlp_vjp) buys.
@@ -34,33 +34,34 @@ def traced_mlp(layers, x):
     return anp.dot(x, W) + b
 
 
-def ms_per_update(cfg, obs_dim, n_actions, n):
+def ms_per_update(cfg, sizes, n):
     rng = np.random.default_rng(0)
-    sizes = dai.network_sizes(obs_dim, n_actions, cfg)
-    state = dai.init_state(rng, sizes, cfg)
-    params, target = dai.param_views(state["theta"], sizes), dai.mlp_views(state["target_theta"], sizes["efe"])
+    state = dai.init_state(rng, sizes, cfg.precision)
+    params = dai.param_views(state["theta"], sizes)
+    target = dai.param_views(state["target_theta"], {"efe": sizes["efe"]})["efe"]
+    obs_dim, n_actions = sizes["efe"][0], sizes["policy"][-1]
     buf = dai.buffer_init(10_000, obs_dim)
     for _ in range(10_000):
         dai.buffer_add(buf, rng.normal(size=obs_dim), rng.integers(n_actions), 1.0, rng.normal(size=obs_dim), 0.0)
+    step = lambda: dai.update(params, target, state, dai.buffer_sample(buf, rng, cfg.batch_size), buf["delta_stats"],
+                              cfg, cfg.epistemic_weight)
     for _ in range(20):  # warm-up
-        dai.update(params, target, state, dai.training_batch(buf, rng, cfg), cfg, n_actions, cfg.epistemic_weight)
+        step()
     start = time.perf_counter()
     for _ in range(n):
-        dai.update(params, target, state, dai.training_batch(buf, rng, cfg), cfg, n_actions, cfg.epistemic_weight)
+        step()
     return (time.perf_counter() - start) / n * 1e3
 
 
-def ms_per_env_step(cfg, n):
+def ms_per_env_step(cfg, sizes, n):
     env = dai.make_env(cfg.env_id, cfg.env_kwargs)
-    obs_dim, n_actions = dai.space_sizes(env)
     rng = np.random.default_rng(0)
-    params = dai.param_views(dai.init_state(rng, dai.network_sizes(obs_dim, n_actions, cfg), cfg)["theta"],
-                             dai.network_sizes(obs_dim, n_actions, cfg))
+    params = dai.param_views(dai.init_state(rng, sizes, cfg.precision)["theta"], sizes)
     obs, _ = env.reset(seed=0)
     start = time.perf_counter()
     for _ in range(n):
         a = dai.act(params["policy"], dai.encode(obs, env.observation_space), rng)
-        obs, _, terminated, truncated, _ = env.step(dai.env_action(a, env))
+        obs, _, terminated, truncated, _ = env.step(int(a) + int(env.action_space.start))
         if terminated or truncated:
             obs, _ = env.reset()
     return (time.perf_counter() - start) / n * 1e3
@@ -73,18 +74,17 @@ def main():
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="Config overrides")
     args = parser.parse_args()
     cfg = dai.Config(env_id=args.env_id, **parse_overrides(args.set))
-    env = dai.make_env(cfg.env_id)
-    obs_dim, n_actions = dai.space_sizes(env)
-    print(f"# {args.env_id}: hidden {cfg.hidden_layers}x{cfg.hidden_size}, batch {cfg.batch_size}, "
-          f"{dai.n_params(dai.network_sizes(obs_dim, n_actions, cfg))} parameters")
-    update_ms = ms_per_update(cfg, obs_dim, n_actions, args.updates)
-    step_ms = ms_per_env_step(cfg, 5 * args.updates)
+    sizes = dai.sizes_of(dai.make_env(cfg.env_id, cfg.env_kwargs), cfg)
+    n_params = sum(m * n + n for s in sizes.values() for m, n in zip(s[:-1], s[1:]))
+    print(f"# {args.env_id}: hidden {cfg.hidden_layers}x{cfg.hidden_size}, batch {cfg.batch_size}, {n_params} parameters")
+    update_ms = ms_per_update(cfg, sizes, args.updates)
+    step_ms = ms_per_env_step(cfg, sizes, 5 * args.updates)
     print(f"update (dai.py, hand-written MLP backward): {update_ms:.2f} ms")
     print(f"env step + acting: {step_ms:.3f} ms")
     print(f"implied env steps per second at {cfg.updates} update(s) every {cfg.train_every} step(s): "
           f"{1e3 / (step_ms + update_ms * cfg.updates / cfg.train_every):.0f}")
     dai.mlp = traced_mlp  # the losses look mlp up at call time
-    print(f"update with autograd tracing the MLP instead: {ms_per_update(cfg, obs_dim, n_actions, args.updates // 4):.2f} ms")
+    print(f"update with autograd tracing the MLP instead: {ms_per_update(cfg, sizes, args.updates // 4):.2f} ms")
 
 
 if __name__ == "__main__":
