@@ -22,11 +22,11 @@ networks and a target copy learn from a replay buffer; the maths, one row per fu
     precision         beta = 1/alpha, log alpha descends log alpha (H[q] - H_tgt)  precision_gradient()
     target net        Gbar <- (1 - tau) Gbar + tau G                              polyak()
 
-(*) the reward is found when an episode's return first differs from the first episode's; then
-lambda = 0 and G stops learning (w = 0). lambda_k is 0 for G_prag and lambda_t for G.
-Minimising L_q is maximum-entropy RL with -G for Q and beta as inverse temperature: with lambda = 0, a
+(*) The reward is found when an episode's return first differs from the first episode's: then
+lambda = 0 and G, read by nothing, stops learning (w = 0). lambda_k is 0 for G_prag, lambda_t for G.
+Minimising L_q is maximum-entropy RL with -G for Q and beta as inverse temperature: with lambda = 0 a
 discrete soft actor-critic on -G whose bootstrap lacks the entropy term (V = E_q[Gbar], not
-E_q[Gbar] - H[q]/beta); with beta -> oo too, greedy Q-learning on -G.
+E_q[Gbar] - H[q]/beta), and with beta -> oo too, greedy Q-learning on -G.
 """
 
 import argparse
@@ -436,7 +436,7 @@ def train(cfg, progress=print, checkpoint=None):
                 line = {"step": step, "episodes": len(history["episode_return"]),
                         "episode_return": np.mean(history["episode_return"][-20:] or np.nan),  # the last 20 episodes'
                         "eval_return": float(np.mean(returns)), **running, "precision": precision_of(state),
-                        "steps_per_second": (step - last_line[0]) / max(seconds - last_line[1], 1e-9)}
+                        "steps_per_second": round((step - last_line[0]) / max(seconds - last_line[1], 1e-9))}
                 record(eval_step=step, eval_train_seconds=seconds, **{key: line[key] for key in HISTORY[4:] if key in line})
                 last_line = (step, seconds)
                 progress(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in line.items()))
@@ -445,8 +445,8 @@ def train(cfg, progress=print, checkpoint=None):
     except KeyboardInterrupt:
         if cfg.save:
             save_checkpoint(cfg.save, cfg, done_steps, sizes, state, buf, rng)
-        where = f"; checkpoint saved to {cfg.save}" if cfg.save else ""
-        raise StopTraining(f"interrupted at step {done_steps}{where}", 130) from None
+        saved_to = f"; checkpoint saved to {cfg.save}" if cfg.save else ""
+        raise StopTraining(f"interrupted at step {done_steps}{saved_to}", 130) from None
     finally:
         env.close()
     progress(f"done: {cfg.env_id} seed {cfg.seed} | steps {cfg.total_steps} | final eval_return "
@@ -511,7 +511,6 @@ def restore(ckpt, cfg, sizes):
     state, buf = init_state(rng, sizes, 1.0), buffer_init(capacity, sizes["efe"][0])
     fresh = checkpoint_arrays(cfg, 0, sizes, state, buf, rng)
     wrong = [k for k, v in fresh.items() if k not in ckpt or (ckpt[k].shape, ckpt[k].dtype.kind) != (v.shape, v.dtype.kind)]
-
     def fill(tree, prefix):  # the fresh agent's dicts, filled with the checkpoint's arrays
         return {k: fill(v, f"{prefix}{k}.") if isinstance(v, dict) else ckpt[prefix + k][()] for k, v in tree.items()}
     if not wrong:
