@@ -48,7 +48,7 @@ def parse_config(text):
 
 def history_path(out, env_id, label, seed, table):
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
-    return os.path.join(out, f"{env_id}_{safe}_seed{seed}_{table}.csv")
+    return os.path.join(out, f"{env_id.split(':')[-1]}_{safe}_seed{seed}_{table}.csv")  # "module:Id": Id
 
 
 def write_history(history, out, env_id, label, seed):
@@ -192,7 +192,7 @@ def main(argv=None):
             print(f"{label}: first goal episode at {' '.join('-' if f is None else str(int(f)) for f in firsts)} | "
                   f"found on {len(found)}/{len(runs)} | median {fmt(median(found), '.0f')} | "
                   f"goal episodes {' '.join(str(len(goal_steps(h, args.goal))) for h in runs)}")
-    path = os.path.join(args.out, f"{args.env_id}_{args.name}.png")
+    path = os.path.join(args.out, f"{args.env_id.split(':')[-1]}_{args.name}.png")
     plot(by_label, args.env_id, threshold, path, args.goal, args.ymin)
     print(f"figure: {os.path.relpath(path)}")
 
