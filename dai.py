@@ -64,9 +64,6 @@ class Config:
     epistemic_weight: float = 30.0  # lambda_0, the weight of the epistemic value at step 0, >= 0 (0: reward alone)
     epistemic_decay_fraction: float = 0.1  # share of total_steps over which lambda falls to 0, >= 0 (0: constant)
     raw_epistemic: bool = False  # the author's epistemic term: e = raw eps, one EFE head, no switch at the reward
-    epi_head: bool = False  # EXPERIMENT (issue 22): G = G_prag + lambda_t G_epi, no switch
-    switch_at_fade: bool = False  # EXPERIMENT (issue 22): the switch to G_prag when lambda reaches 0, not at the reward
-    switch_by_spread: bool = False  # EXPERIMENT (issue 22): switch when G_prag separates actions more than G - G_prag
     precision: float = 1.0  # beta: the fixed precision, or its starting value when learned
     target_entropy: float = 0.3  # policy entropy beta is learned to hold, as a fraction of log(n_actions), in (0, 1)
     precision_learning_rate: float = 3e-4  # Adam step size of log(1/beta), >= 0; 0 = a fixed precision
@@ -356,20 +353,10 @@ def update(params, target, state, batch, delta_stats, cfg, weight):
     e = epistemic_value(prediction_error(params["transition"], s, a_onehot, d), s.shape[1], cfg.raw_epistemic)
     logits_next = mlp(params["policy"], s_next)  # (batch, n_actions)
     g_next = efe_heads(target, s_next, n_actions)  # (batch, heads, n_actions)
-    if cfg.switch_by_spread and state["reward_step"] < 0:
-        gh0 = efe_heads(params["efe"], s, n_actions)  # (batch, 2, n_actions): G_prag, G
-        if np.mean(np.std(gh0[:, 0], axis=1)) > np.mean(np.std(gh0[:, 1] - gh0[:, 0], axis=1)):
-            state["reward_step"], weight = 0, 0.0
-    k, w = head_schedule(g_next.shape[1], state["reward_step"] >= 0 or (cfg.switch_at_fade and weight == 0.0))
+    k, w = head_schedule(g_next.shape[1], state["reward_step"] >= 0)
     weights = np.array([weight] if g_next.shape[1] == 1 else [0.0, weight], dtype=np.float32)  # lambda_k
-    if cfg.epi_head:  # G_prag: -r; G_epi: -e; the policy follows G_prag + lambda G_epi
-        v = bootstrap_value(g_next, logits_next)
-        y = np.stack([-r + cfg.gamma * (1.0 - terminated) * v[:, 0], -e + cfg.gamma * (1.0 - terminated) * v[:, 1]], axis=1)
-        gh = efe_heads(params["efe"], s, n_actions)
-        g, w = gh[:, 0] + weight * gh[:, 1], (1.0, 1.0)
-    else:
-        y = efe_targets(r, e, terminated, bootstrap_value(g_next, logits_next), cfg.gamma, weights)  # (batch, heads)
-        g = efe_heads(params["efe"], s, n_actions)[:, k]  # (batch, n_actions), the head q follows
+    y = efe_targets(r, e, terminated, bootstrap_value(g_next, logits_next), cfg.gamma, weights)  # (batch, heads)
+    g = efe_heads(params["efe"], s, n_actions)[:, k]  # (batch, n_actions), the head q follows
     loss_t, grad_t = transition_loss_and_grad(params["transition"], s, a_onehot, d)
     loss_g, grad_g = efe_loss_and_grad(params["efe"], s, a_onehot, y, np.array(w, dtype=np.float32))
     loss_q, grad_q = policy_loss_and_grad(params["policy"], s, g, precision_of(state))
@@ -425,7 +412,7 @@ def train(cfg, progress=print, checkpoint=None):
                 record(episode_step=step, episode_return=ep_return, episode_length=ep_length)
                 if np.isnan(state["first_return"]):
                     state["first_return"] = ep_return
-                elif state["reward_step"] < 0 and ep_return != state["first_return"] and not (cfg.raw_epistemic or cfg.epi_head or cfg.switch_at_fade or cfg.switch_by_spread):
+                elif state["reward_step"] < 0 and ep_return != state["first_return"] and not cfg.raw_epistemic:
                     state["reward_step"] = step  # the preferences now rank two outcomes
                     progress(f"step {step}: an episode returned {ep_return:g}, the first {state['first_return']:g}; "
                              "the epistemic weight is 0 and the policy follows G_prag from now on")
