@@ -95,3 +95,16 @@ def test_compare_reads_stored_histories(tmp_path):
     missing = subprocess.run([sys.executable, os.path.join(HERE, "compare.py"), "CartPole-v1", "--out", str(tmp_path),
                               "--reference", "a", "--labels", "c"], capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "no stored history" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_the_costly_corridor_pays_one_at_the_far_end_and_charges_each_step_right():
+    import gymnasium as gym
+    import tasks  # noqa: F401  registers CostlyCorridor-v0
+    env = gym.make("CostlyCorridor-v0")
+    env.reset(seed=0)
+    steps = [env.step(2) for _ in range(29)]  # right, to the last of the 30 cells
+    assert [s[2] for s in steps] == [False] * 28 + [True]
+    assert sum(s[1] for s in steps) == pytest.approx(1 - 29 * 0.01 / 30)
+    env.reset()
+    assert [env.step(a)[1] for a in (0, 1, 3)] == [0.0, 0.0, 0.0]  # left (at the wall) and the no-ops are free
+    assert env.spec.max_episode_steps == 100
