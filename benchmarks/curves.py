@@ -1,17 +1,14 @@
 """Learning curves: run dai.train for each configuration and seed, keep every history as CSV,
 draw the evaluation return over env steps (mean line, min-max band, solve threshold).
 
-    python benchmarks/curves.py CartPole-v1 --seeds 0 1 2 3 4 --steps 50000
-    python benchmarks/curves.py CartPole-v1 --seeds 0 1 2 3 4 --steps 50000 --name epistemic \\
-        --configs default "lambda=0:epistemic_weight=0"
-    python benchmarks/curves.py MountainCar-v0 --steps 100000 --goal -200 --name epistemic \\
-        --configs "lambda=0:epistemic_weight=0" default \\
-        "standardised:epistemic=standardised,epistemic_weight=30,epistemic_decay_fraction=0.5"
+    python benchmarks/curves.py CartPole-v1 --seeds 0 1 --steps 20000 --out /tmp/curves
+    python benchmarks/curves.py MountainCar-v0 --seeds 0 1 2 3 4 --steps 100000 --goal -200 --out /tmp/curves \
+        --configs default "lambda=0:raw_epistemic=true,epistemic_weight=0" "slow_fade:epistemic_decay_fraction=0.5"
 
 A configuration is LABEL or LABEL:key=value,key=value (Config fields); `--set key=value ...`
-applies to all of them. Histories go to benchmarks/results/ENV_LABEL_seedN_{eval,episodes,progress}.csv
-and the figure to benchmarks/results/ENV_NAME.png. `--reuse` reads histories already there
-instead of training again. Seeds run in parallel processes, one core each.
+applies to all of them. Histories go to --out (benchmarks/results/ unless given) as
+ENV_LABEL_seedN_{episodes,eval}.csv, and the figure as ENV_NAME.png. `--reuse` reads the
+histories there instead of training again. Seeds run in parallel processes, one core each.
 """
 
 import argparse
