@@ -64,7 +64,6 @@ class Config:
     epistemic_weight: float = 30.0  # lambda_0, the weight of the epistemic value at step 0, >= 0 (0: reward alone)
     epistemic_decay_fraction: float = 0.1  # share of total_steps over which lambda falls to 0, >= 0 (0: constant)
     raw_epistemic: bool = False  # the author's epistemic term: e = raw eps, one EFE head, no switch at the reward
-    cont_epi: bool = False  # EXPERIMENT: G = G_prag + lambda G_epi, G_epi continuing through episode ends via the next start
     precision: float = 1.0  # beta: the fixed precision, or its starting value when learned
     target_entropy: float = 0.3  # policy entropy beta is learned to hold, as a fraction of log(n_actions), in (0, 1)
     precision_learning_rate: float = 3e-4  # Adam step size of log(1/beta), >= 0; 0 = a fixed precision
@@ -269,20 +268,19 @@ def buffer_init(capacity, obs_dim):
     """A ring buffer of (s, a, r, s', terminated), with the running statistics of every s' - s added."""
     return {"s": np.zeros((capacity, obs_dim), np.float32), "a": np.zeros(capacity, np.int64),
             "r": np.zeros(capacity, np.float32), "s_next": np.zeros((capacity, obs_dim), np.float32),
-            "terminated": np.zeros(capacity, np.float32), "s_cont": np.zeros((capacity, obs_dim), np.float32), "index": 0, "size": 0,
+            "terminated": np.zeros(capacity, np.float32), "index": 0, "size": 0,
             "delta_stats": {"count": 0, "mean": np.zeros(obs_dim), "m2": np.zeros(obs_dim)}}
 
 def buffer_add(buf, s, a, r, s_next, terminated):
     i, capacity = buf["index"], len(buf["a"])
     buf["s"][i], buf["a"][i], buf["r"][i], buf["s_next"][i], buf["terminated"][i] = s, a, r, s_next, terminated
-    buf["s_cont"][i] = s_next
     buf["index"], buf["size"] = (i + 1) % capacity, min(buf["size"] + 1, capacity)
     running_stats_add(buf["delta_stats"], s_next - s)
 
 def buffer_sample(buf, rng, batch_size):
     """A minibatch drawn uniformly, with replacement, from the stored transitions."""
     i = rng.integers(0, buf["size"], size=batch_size)
-    return {key: buf[key][i] for key in ("s", "a", "r", "s_next", "terminated", "s_cont")}
+    return {key: buf[key][i] for key in ("s", "a", "r", "s_next", "terminated")}
 
 # -------------------- Acting -------------------------------------------------------------------
 def parse_env_kwargs(text):
@@ -357,16 +355,8 @@ def update(params, target, state, batch, delta_stats, cfg, weight):
     g_next = efe_heads(target, s_next, n_actions)  # (batch, heads, n_actions)
     k, w = head_schedule(g_next.shape[1], state["reward_step"] >= 0)
     weights = np.array([weight] if g_next.shape[1] == 1 else [0.0, weight], dtype=np.float32)  # lambda_k
-    if cfg.cont_epi:
-        s_cont = batch["s_cont"]
-        v_prag = bootstrap_value(g_next, logits_next)[:, 0]
-        v_epi = bootstrap_value(efe_heads(target, s_cont, n_actions), mlp(params["policy"], s_cont))[:, 1]
-        y = np.stack([-r + cfg.gamma * (1.0 - terminated) * v_prag, -e + cfg.gamma * v_epi], axis=1)
-        gh = efe_heads(params["efe"], s, n_actions)
-        g, w = gh[:, 0] + weight * gh[:, 1], (1.0, 1.0)
-    else:
-        y = efe_targets(r, e, terminated, bootstrap_value(g_next, logits_next), cfg.gamma, weights)  # (batch, heads)
-        g = efe_heads(params["efe"], s, n_actions)[:, k]  # (batch, n_actions), the head q follows
+    y = efe_targets(r, e, terminated, bootstrap_value(g_next, logits_next), cfg.gamma, weights)  # (batch, heads)
+    g = efe_heads(params["efe"], s, n_actions)[:, k]  # (batch, n_actions), the head q follows
     loss_t, grad_t = transition_loss_and_grad(params["transition"], s, a_onehot, d)
     loss_g, grad_g = efe_loss_and_grad(params["efe"], s, a_onehot, y, np.array(w, dtype=np.float32))
     loss_q, grad_q = policy_loss_and_grad(params["policy"], s, g, precision_of(state))
@@ -422,13 +412,11 @@ def train(cfg, progress=print, checkpoint=None):
                 record(episode_step=step, episode_return=ep_return, episode_length=ep_length)
                 if np.isnan(state["first_return"]):
                     state["first_return"] = ep_return
-                elif state["reward_step"] < 0 and ep_return != state["first_return"] and not (cfg.raw_epistemic or cfg.cont_epi):
+                elif state["reward_step"] < 0 and ep_return != state["first_return"] and not cfg.raw_epistemic:
                     state["reward_step"] = step  # the preferences now rank two outcomes
                     progress(f"step {step}: an episode returned {ep_return:g}, the first {state['first_return']:g}; "
                              "the epistemic weight is 0 and the policy follows G_prag from now on")
                 s, ep_return, ep_length = encode(env.reset()[0], env.observation_space), 0.0, 0
-                if terminated:
-                    buf["s_cont"][buf["index"] - 1] = s  # the epistemic head's continuation: the next episode's start
             if step >= cfg.learning_starts and step % cfg.train_every == 0:
                 weight = epistemic_weight_at(step, cfg.epistemic_weight, decay_steps, state["reward_step"] >= 0)
                 for _ in range(cfg.updates):
