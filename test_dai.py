@@ -29,7 +29,7 @@ def small_config(**overrides):
 
 def random_params(rng, sizes):
     """float64 parameters, so that finite differences are accurate."""
-    theta = rng.normal(0.0, 0.5, sum(m * n + n for s in sizes.values() for m, n in zip(s[:-1], s[1:])))
+    theta = rng.normal(0.0, 0.5, dai.init_params(np.random.default_rng(), sizes)[0].size)
     return dai.param_views(theta, sizes)
 
 

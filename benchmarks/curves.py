@@ -43,9 +43,14 @@ def parse_config(text):
     return label, parse_overrides([p for p in pairs.split(",") if p])
 
 
+def file_stem(env_id):
+    """The env id as the start of a file name: "tasks:CostlyCorridor-v0" -> "CostlyCorridor-v0"."""
+    return env_id.split(":")[-1]
+
+
 def history_path(out, env_id, label, seed, table):
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
-    return os.path.join(out, f"{env_id.split(':')[-1]}_{safe}_seed{seed}_{table}.csv")  # "module:Id": Id
+    return os.path.join(out, f"{file_stem(env_id)}_{safe}_seed{seed}_{table}.csv")
 
 
 def write_history(history, out, env_id, label, seed):
@@ -58,8 +63,7 @@ def write_history(history, out, env_id, label, seed):
 
 def read_history(out, env_id, label, seed):
     """A stored history. Runs stored before dai.py logged at each evaluation kept their update
-    metrics in a third table, *_progress.csv, with its own "step" column; "step" is the steps at
-    which the update metrics were taken either way."""
+    metrics in a third table, *_progress.csv, with its own "step" column (see metric_steps)."""
     history = {}
     for table in ("episodes", "eval", "progress"):
         path = history_path(out, env_id, label, seed, table)
@@ -69,10 +73,15 @@ def read_history(out, env_id, label, seed):
             rows = list(csv.DictReader(f))
         for k in rows[0] if rows else TABLES.get(table, ()):
             history[k] = [float(row[k] or "nan") for row in rows]
-    history.setdefault("step", history["eval_step"])
     for key in dai.HISTORY[6:]:  # a column added after the run was stored
-        history.setdefault(key, [float("nan")] * len(history["step"]))
+        history.setdefault(key, [float("nan")] * len(metric_steps(history)))
     return history
+
+
+def metric_steps(history):
+    """The env steps at which the update metrics were taken: each evaluation's, or for runs stored
+    before that, the "step" column of their progress table."""
+    return history.get("step", history["eval_step"])
 
 
 def goal_steps(history, goal):
@@ -115,7 +124,7 @@ def plot(runs, env_id, threshold, path, goal=None, ymin=None):
         ax.legend(loc="best", fontsize=8)
         ax = axes[0, 2]
         for label, hs in runs.items():
-            band(ax, hs[0]["step"], np.array([h["epistemic_bonus"] for h in hs]), label)  # see read_history
+            band(ax, metric_steps(hs[0]), np.array([h["epistemic_bonus"] for h in hs]), label)
         first = next(iter(runs.values()))
         reward = [np.sum(np.abs(h["episode_return"])) / max(np.sum(h["episode_length"]), 1) for h in first]
         ax.axhline(np.mean(reward), color="grey", linestyle=":", linewidth=1,
@@ -166,7 +175,7 @@ def main(argv=None):
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             for (label, cfg), (seed, history) in zip(jobs, pool.map(run, [cfg for _, cfg in jobs])):
                 write_history(history, args.out, args.env_id, label, seed)
-                histories[label, seed] = {**history, "step": history["eval_step"]}
+                histories[label, seed] = history
 
     by_label = {}
     print(f"# {args.env_id}, threshold {threshold:g}, seeds {args.seeds}, common overrides {common or 'none'}")
@@ -189,7 +198,7 @@ def main(argv=None):
             print(f"{label}: first goal episode at {' '.join('-' if f is None else str(int(f)) for f in firsts)} | "
                   f"found on {len(found)}/{len(runs)} | median {fmt(median(found), '.0f')} | "
                   f"goal episodes {' '.join(str(len(goal_steps(h, args.goal))) for h in runs)}")
-    path = os.path.join(args.out, f"{args.env_id.split(':')[-1]}_{args.name}.png")
+    path = os.path.join(args.out, f"{file_stem(args.env_id)}_{args.name}.png")
     plot(by_label, args.env_id, threshold, path, args.goal, args.ymin)
     print(f"figure: {os.path.relpath(path)}")
 

@@ -75,7 +75,7 @@ def main():
     args = parser.parse_args()
     cfg = dai.Config(env_id=args.env_id, **parse_overrides(args.set))
     sizes = dai.sizes_of(dai.make_env(cfg.env_id, cfg.env_kwargs), cfg)
-    n_params = sum(m * n + n for s in sizes.values() for m, n in zip(s[:-1], s[1:]))
+    n_params = dai.init_params(np.random.default_rng(0), sizes)[0].size
     print(f"# {args.env_id}: hidden {cfg.hidden_layers}x{cfg.hidden_size}, batch {cfg.batch_size}, {n_params} parameters")
     update_ms = ms_per_update(cfg, sizes, args.updates)
     step_ms = ms_per_env_step(cfg, sizes, 5 * args.updates)
