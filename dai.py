@@ -22,7 +22,7 @@ networks and a target copy learn from a replay buffer; the maths, one row per fu
     precision         beta = 1/alpha, log alpha descends log alpha (H[q] - H_tgt)  precision_gradient()
     target net        Gbar <- (1 - tau) Gbar + tau G                              polyak()
 
-(*) The reward is found when an episode's return first differs from the first episode's: then
+(*) The reward is found when the episodes' returns span more than an episode's epistemic value: then
 lambda = 0 and G, read by nothing, stops learning (w = 0). lambda_k is 0 for G_prag, lambda_t for G.
 Minimising L_q is maximum-entropy RL with -G for Q and beta as inverse temperature: with lambda = 0 a
 discrete soft actor-critic on -G whose bootstrap lacks the entropy term (V = E_q[Gbar], not
@@ -83,8 +83,7 @@ def check_config(cfg):
     rules = [(getattr(cfg, name) >= 1, f"{name} must be at least 1") for name in counts] + [
         (cfg.buffer_size >= cfg.batch_size, "buffer_size must be at least batch_size"),
         (cfg.learning_starts >= 0 and cfg.eval_every >= 0, "learning_starts and eval_every must be >= 0"),
-        (cfg.learning_rate > 0, "learning_rate must be > 0"),
-        (cfg.precision_learning_rate >= 0, "precision_learning_rate must be >= 0"),
+        (cfg.learning_rate > 0 and cfg.precision_learning_rate >= 0, "learning_rate must be > 0, precision_learning_rate >= 0"),
         (0 <= cfg.gamma < 1, "gamma must be in [0, 1)"),
         (0 < cfg.tau <= 1, "tau must be in (0, 1]"),
         (0 <= cfg.epistemic_weight < np.inf and 0 <= cfg.epistemic_decay_fraction < np.inf,
@@ -195,9 +194,9 @@ def epistemic_value(eps, obs_dim, raw):
     return eps if raw else np.minimum(eps / obs_dim, 1.0)
 
 def epistemic_weight_at(step, weight, decay_steps, reward_found):
-    """lambda_t = lambda_0 max(0, 1 - t/T) (T = 0: lambda_0 always), and 0 once the reward is found.
-    The information to gain shrinks as beliefs settle, but a network's error never reaches zero, so
-    the fading is explicit; and once an episode returns unlike the first, the preferences can choose."""
+    """lambda_t = lambda_0 max(0, 1 - t/T) (T = 0: constant) until the returns seen span more than an episode's epistemic
+    value E = sum_t max(0, 1 - t/T) e_t, then 0: an unlearned model's surprise outweighs small costs and lucky returns,
+    a learned one's does not, and then the preferences choose. A network's error never reaches 0, so lambda also fades."""
     return 0.0 if reward_found else (weight if decay_steps == 0 else weight * max(0.0, 1.0 - step / decay_steps))
 
 def efe_heads(layers, s, n_actions):
@@ -332,13 +331,13 @@ def sizes_of(env, cfg):
     return network_sizes(int(obs_dim), int(env.action_space.n), cfg.hidden_size, cfg.hidden_layers, 2 - cfg.raw_epistemic)
 
 def init_state(rng, sizes, precision):
-    """Parameters, target net, log(1/beta), Adam moments, the first episode's return and the step the reward was found."""
+    """Parameters, target net, log(1/beta), Adam moments, the lowest and highest return, the step the reward was found."""
     theta, params = init_params(rng, sizes)
     log_alpha = np.array([-np.log(precision)], dtype=np.float32)  # alpha = 1/beta
     target_theta = np.concatenate([x.ravel() for layer in params["efe"] for x in layer])  # a copy of G's parameters
     return {"theta": theta, "target_theta": target_theta, "log_alpha": log_alpha,
             "adam_theta": adam_init(theta), "adam_log_alpha": adam_init(log_alpha),
-            "first_return": np.nan, "reward_step": -1}
+            "return_range": np.array([np.inf, -np.inf]), "reward_step": -1}
 
 def precision_of(state):
     return float(np.exp(-state["log_alpha"][0]))  # beta = 1/alpha
@@ -396,9 +395,9 @@ def train(cfg, progress=print, checkpoint=None):
     params, target = param_views(state["theta"], sizes), param_views(state["target_theta"], {"efe": sizes["efe"]})["efe"]
     obs, _ = env.reset(seed=cfg.seed + start)  # the env once (offset by the steps done when resuming)
     env.action_space.seed(cfg.seed + start)
-    decay_steps = round(cfg.epistemic_decay_fraction * cfg.total_steps)
+    decay_steps, span = round(cfg.epistemic_decay_fraction * cfg.total_steps), state["return_range"]  # lowest, highest return
     history, running = {key: [] for key in HISTORY}, dict.fromkeys(UPDATE_METRICS, float("nan"))
-    s, ep_return, ep_length, done_steps = encode(obs, env.observation_space), 0.0, 0, start
+    s, ep_return, ep_length, ep_epistemic, done_steps = encode(obs, env.observation_space), 0.0, 0, 0.0, start
     clock, eval_seconds, last_line = time.perf_counter(), 0.0, (start, 0.0)  # eval_seconds: time spent evaluating
     record = lambda **values: [history[key].append(value) for key, value in values.items()]
     try:
@@ -407,16 +406,18 @@ def train(cfg, progress=print, checkpoint=None):
             obs, r, terminated, truncated, _ = env.step(int(a) + int(env.action_space.start))  # a Python int
             s_next = encode(obs, env.observation_space)
             buffer_add(buf, s, a, r, s_next, terminated)  # a truncated s' has a future: not terminal
+            d = transition_target(s[None], s_next[None], buf["delta_stats"], cfg.raw_epistemic)  # (1, obs_dim)
+            eps = prediction_error(params["transition"], s[None], one_hot([a], sizes["policy"][-1]), d)  # (1,)
+            e = epistemic_value(eps, len(s), cfg.raw_epistemic)[0]
+            ep_epistemic += epistemic_weight_at(step, 1.0, decay_steps, False) * float(e)  # E = sum_t (1 - t/T)+ e_t
             s, ep_return, ep_length, done_steps = s_next, ep_return + float(r), ep_length + 1, step
             if terminated or truncated:
                 record(episode_step=step, episode_return=ep_return, episode_length=ep_length)
-                if np.isnan(state["first_return"]):
-                    state["first_return"] = ep_return
-                elif state["reward_step"] < 0 and ep_return != state["first_return"] and not cfg.raw_epistemic:
-                    state["reward_step"] = step  # the preferences now rank two outcomes
-                    progress(f"step {step}: an episode returned {ep_return:g}, the first {state['first_return']:g}; "
-                             "the epistemic weight is 0 and the policy follows G_prag from now on")
-                s, ep_return, ep_length = encode(env.reset()[0], env.observation_space), 0.0, 0
+                span[:] = min(span[0], ep_return), max(span[1], ep_return)
+                if state["reward_step"] < 0 and np.ptp(span) > ep_epistemic and not cfg.raw_epistemic:
+                    state["reward_step"] = step
+                    progress(f"step {step}: returns span {np.ptp(span):g} > epistemic value {ep_epistemic:.3g}; lambda = 0, q follows G_prag")
+                s, ep_return, ep_length, ep_epistemic = encode(env.reset()[0], env.observation_space), 0.0, 0, 0.0
             if step >= cfg.learning_starts and step % cfg.train_every == 0:
                 weight = epistemic_weight_at(step, cfg.epistemic_weight, decay_steps, state["reward_step"] >= 0)
                 for _ in range(cfg.updates):
@@ -428,8 +429,7 @@ def train(cfg, progress=print, checkpoint=None):
                     for key, old in running.items():  # exponential moving averages over ~100 updates
                         running[key] = metrics[key] if np.isnan(old) else old + 0.01 * (metrics[key] - old)
                     polyak(target, params["efe"], cfg.tau)
-            last = step == cfg.total_steps
-            if (cfg.eval_every and step % cfg.eval_every == 0) or last:
+            if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.total_steps:
                 seconds = time.perf_counter() - clock - eval_seconds  # training time so far
                 returns = evaluate(params, cfg.env_id, cfg.eval_episodes, cfg.seed + 10_000, cfg.env_kwargs)
                 eval_seconds = time.perf_counter() - clock - seconds
@@ -454,7 +454,7 @@ def train(cfg, progress=print, checkpoint=None):
     return params, history
 
 # -------------------- Checkpoints --------------------------------------------------------------
-CHECKPOINT_VERSION = 4
+CHECKPOINT_VERSION = 5
 
 def flatten(tree, prefix=""):
     """{"a": {"b": x}} -> {"a.b": np.asarray(x)}: nested dicts as the flat arrays of an .npz."""
