@@ -108,3 +108,38 @@ def test_the_costly_corridor_pays_one_at_the_far_end_and_charges_each_step_right
     env.reset()
     assert [env.step(a)[1] for a in (0, 1, 3)] == [0.0, 0.0, 0.0]  # left (at the wall) and the no-ops are free
     assert env.spec.max_episode_steps == 100
+
+
+@needs("matplotlib")
+def test_beliefs_draws_what_the_agents_own_functions_give_state_by_state(tmp_path):
+    """The saved grids of beliefs.py against dai.py called on single states of the grid, with next
+    states from MountainCar itself (so novelty.py's copy of its equations is checked too)."""
+    import gymnasium as gym
+    import numpy as np
+    sys.path.insert(0, os.path.join(HERE, ".."))
+    import dai
+    stdout = run("beliefs.py", "--steps", "1500", "--grid", "7", "--out", str(tmp_path / "b.png"), "--checkpoints",
+                 str(tmp_path), "--set", "learning_starts=100", "hidden_size=16", "eval_every=500", "eval_episodes=2")
+    assert (tmp_path / "b.png").stat().st_size > 10_000 and "moments [500, 1000, 1000, 1500]" in stdout
+    grids, env = np.load(tmp_path / "b.npz"), gym.make("MountainCar-v0").unwrapped
+    env.reset(seed=0)
+    for i in (0, 3):
+        ckpt, config = dai.read_checkpoint(str(tmp_path / f"step_{int(grids[f'step_{i}'])}.npz"))
+        cfg = dai.Config(**config)
+        sizes = dai.network_sizes(2, 3, 16, 2, 2)
+        state, buf, _, step = dai.restore(ckpt, cfg, sizes)
+        params = dai.param_views(state["theta"], sizes)
+        assert grids[f"lambda_{i}"] == dai.epistemic_weight_at(step, 30.0, 20_000, state["reward_step"] >= 0) > 0
+        for j, s in enumerate(grids["states"]):
+            assert grids[f"mode_{i}"].flat[j] == dai.act(params["policy"], s)
+            g = dai.efe_heads(params["efe"], s[None], 3)[0, int(grids[f"head_{i}"])]  # (actions,)
+            assert grids[f"min_g_{i}"].flat[j] == pytest.approx(g.min(), rel=1e-5)
+            e = []
+            for a in range(3):
+                env.state = s.astype(np.float64)
+                s_next = np.asarray(env.step(a)[0], np.float32)
+                d = dai.transition_target(s[None], s_next[None], buf["delta_stats"], raw=False)
+                e.append(dai.epistemic_value(dai.prediction_error(params["transition"], s[None], dai.one_hot([a], 3), d), 2, False))
+            assert grids[f"e_{i}"].flat[j] == pytest.approx(np.mean(e), rel=1e-3, abs=1e-6)
+        visited = buf["s"][: buf["size"]]
+        assert grids[f"visits_{i}"].sum() == len(visited) == step
