@@ -143,3 +143,40 @@ def test_beliefs_draws_what_the_agents_own_functions_give_state_by_state(tmp_pat
             assert grids[f"e_{i}"].flat[j] == pytest.approx(np.mean(e), rel=1e-3, abs=1e-6)
         visited = buf["s"][: buf["size"]]
         assert grids[f"visits_{i}"].sum() == len(visited) == step
+
+
+@pytest.mark.parametrize("reward_step", [-1, 5])
+def test_the_handwritten_floor_computes_dai_updates_gradient(reward_step):
+    """update_cost.py's floor is only a floor if it computes what dai.update does: its gradient
+    against autograd's of dai's three losses, before the switch (q on G) and after (q on G_prag)."""
+    import numpy as np
+    sys.path.insert(0, HERE)
+    sys.path.insert(0, os.path.join(HERE, ".."))
+    import dai
+    from update_cost import handwritten_gradient
+    cfg, rng = dai.Config(), np.random.default_rng(3)
+    sizes = dai.network_sizes(4, 2, 32, 2, 2)
+    state = dai.init_state(rng, sizes, 2.0)
+    state["reward_step"] = reward_step
+    params = dai.param_views(state["theta"], sizes)
+    state["target_theta"] += rng.normal(0, 0.01, state["target_theta"].shape).astype(np.float32)
+    target = dai.param_views(state["target_theta"], {"efe": sizes["efe"]})["efe"]
+    buf = dai.buffer_init(256, 4)
+    for _ in range(256):
+        s = rng.normal(size=4).astype(np.float32)
+        dai.buffer_add(buf, s, rng.integers(2), rng.normal(), s + rng.normal(0, 0.1, 4), rng.random() < 0.1)
+    batch = dai.buffer_sample(buf, rng, 64)
+    found = reward_step >= 0
+    s, a_onehot = batch["s"], dai.one_hot(batch["a"], 2)
+    d = dai.transition_target(s, batch["s_next"], buf["delta_stats"], False)
+    e = dai.epistemic_value(dai.prediction_error(params["transition"], s, a_onehot, d), 4, False)
+    k, w = dai.head_schedule(2, found)
+    v_next = dai.bootstrap_value(dai.efe_heads(target, batch["s_next"], 2), dai.mlp(params["policy"], batch["s_next"]))
+    y = dai.efe_targets(batch["r"], e, batch["terminated"], v_next, cfg.gamma, np.array([0.0, 7.0], np.float32))
+    grads = (dai.transition_loss_and_grad(params["transition"], s, a_onehot, d)[1],
+             dai.efe_loss_and_grad(params["efe"], s, a_onehot, y, np.array(w, np.float32))[1],
+             dai.policy_loss_and_grad(params["policy"], s, dai.efe_heads(params["efe"], s, 2)[:, k], 2.0)[1])
+    autograd = np.concatenate([x.ravel() for net in grads for W_b in net for x in W_b])
+    written = handwritten_gradient(params, target, state, batch, buf["delta_stats"], cfg, 7.0)
+    assert written.shape == autograd.shape == state["theta"].shape
+    np.testing.assert_allclose(written, autograd, rtol=1e-4, atol=1e-6)

@@ -4,8 +4,10 @@
     python benchmarks/update_cost.py Acrobot-v1 --updates 500
     python benchmarks/update_cost.py --set raw_epistemic=true     # the author's form, one EFE head
 
-Also times the same update with autograd tracing the MLP itself (dai.mlp replaced by a plain
-autograd.numpy MLP), to show what the hand-written backward pass (dai.mlp_vjp) buys.
+Beside it, in the same run: the floor, the same update with every gradient written out in NumPy
+(handwritten_gradient, no autograd; a test checks it against dai.py's autograd gradients), and
+the update with autograd tracing the MLP itself (dai.mlp replaced by a plain autograd.numpy MLP),
+to show what the hand-written backward pass (dai.mlp_vjp) buys.
 Run it on an otherwise idle machine: the figures are per process, one BLAS thread.
 """
 
@@ -34,7 +36,51 @@ def traced_mlp(layers, x):
     return anp.dot(x, W) + b
 
 
-def ms_per_update(cfg, sizes, n):
+def mlp_backward(layers, inputs, g):
+    """dL/dW, dL/db of each layer, from the layers' inputs (dai.mlp_inputs) and dL/d(output) g."""
+    grads = []
+    for (W, b), h in zip(reversed(layers), reversed(inputs)):
+        grads.append((h.T @ g, g.sum(axis=0)))
+        g = (g @ W.T) * (h > 0)
+    return grads[::-1]
+
+
+def handwritten_gradient(params, target, state, batch, delta_stats, cfg, weight):
+    """The gradient of L_T + L_G + L_q in theta's order, as dai.update computes it with autograd, with
+    each loss's derivative written out: dL_T/df = (f - d)/B, dL_G/dG_k = 2 w_k (G_k - y_k)/B at the
+    action taken, dL_q/dz = q (log q - log p - KL)/B for the policy's logits z."""
+    s, s_next, r, terminated = batch["s"], batch["s_next"], batch["r"], batch["terminated"]
+    B, n_actions = len(s), params["policy"][-1][1].shape[0]
+    a_onehot = dai.one_hot(batch["a"], n_actions)
+    d = dai.transition_target(s, s_next, delta_stats, cfg.raw_epistemic)
+    t_inputs, f = dai.mlp_inputs(params["transition"], np.concatenate([s, a_onehot], axis=1))
+    e = dai.epistemic_value(0.5 * np.sum((d - f) ** 2, axis=1), s.shape[1], cfg.raw_epistemic)
+    logits_next = dai.mlp(params["policy"], s_next)
+    g_next = dai.efe_heads(target, s_next, n_actions)
+    k, w = dai.head_schedule(g_next.shape[1], state["reward_step"] >= 0)
+    weights = np.array([weight] if g_next.shape[1] == 1 else [0.0, weight], dtype=np.float32)
+    y = dai.efe_targets(r, e, terminated, dai.bootstrap_value(g_next, logits_next), cfg.gamma, weights)
+    g_inputs, g_flat = dai.mlp_inputs(params["efe"], s)
+    g = g_flat.reshape(B, -1, n_actions)  # (batch, heads, actions)
+    g_taken = np.sum(g * a_onehot[:, None, :], axis=2)
+    dg = (2.0 * np.array(w, np.float32) * (g_taken - y) / B)[:, :, None] * a_onehot[:, None, :]
+    p_inputs, logits = dai.mlp_inputs(params["policy"], s)
+    logq, logp = dai.log_softmax(logits), dai.log_softmax(-dai.precision_of(state) * g[:, k])
+    q = np.exp(logq)
+    kl = np.sum(q * (logq - logp), axis=1, keepdims=True)
+    grads = (mlp_backward(params["transition"], t_inputs, ((f - d) / B).astype(np.float32)),
+             mlp_backward(params["efe"], g_inputs, dg.reshape(B, -1).astype(np.float32)),
+             mlp_backward(params["policy"], p_inputs, (q * (logq - logp - kl) / B).astype(np.float32)))
+    return np.concatenate([x.ravel() for net in grads for W_b in net for x in W_b])
+
+
+def handwritten_update(params, target, state, batch, delta_stats, cfg, weight):
+    """dai.update's Adam step on theta from handwritten_gradient (beta's step left out: one scalar)."""
+    flat_grad = handwritten_gradient(params, target, state, batch, delta_stats, cfg, weight)
+    dai.adam_step(state["theta"], flat_grad, state["adam_theta"], cfg.learning_rate)
+
+
+def ms_per_update(cfg, sizes, n, update=dai.update):
     rng = np.random.default_rng(0)
     state = dai.init_state(rng, sizes, cfg.precision)
     params = dai.param_views(state["theta"], sizes)
@@ -43,8 +89,8 @@ def ms_per_update(cfg, sizes, n):
     buf = dai.buffer_init(10_000, obs_dim)
     for _ in range(10_000):
         dai.buffer_add(buf, rng.normal(size=obs_dim), rng.integers(n_actions), 1.0, rng.normal(size=obs_dim), 0.0)
-    step = lambda: dai.update(params, target, state, dai.buffer_sample(buf, rng, cfg.batch_size), buf["delta_stats"],
-                              cfg, cfg.epistemic_weight)
+    step = lambda: update(params, target, state, dai.buffer_sample(buf, rng, cfg.batch_size), buf["delta_stats"],
+                          cfg, cfg.epistemic_weight)
     for _ in range(20):  # warm-up
         step()
     start = time.perf_counter()
@@ -79,7 +125,9 @@ def main():
     print(f"# {args.env_id}: hidden {cfg.hidden_layers}x{cfg.hidden_size}, batch {cfg.batch_size}, {n_params} parameters")
     update_ms = ms_per_update(cfg, sizes, args.updates)
     step_ms = ms_per_env_step(cfg, sizes, 5 * args.updates)
+    floor_ms = ms_per_update(cfg, sizes, args.updates, handwritten_update)
     print(f"update (dai.py, hand-written MLP backward): {update_ms:.2f} ms")
+    print(f"update with every gradient written out (the floor): {floor_ms:.2f} ms, dai.py {update_ms / floor_ms:.2f}x it")
     print(f"env step + acting: {step_ms:.3f} ms")
     print(f"implied env steps per second at {cfg.updates} update(s) every {cfg.train_every} step(s): "
           f"{1e3 / (step_ms + update_ms * cfg.updates / cfg.train_every):.0f}")
