@@ -73,8 +73,6 @@ class Config:
     save: str = ""  # checkpoint file (.npz), written at every evaluation, at the end and on Ctrl-C
     load: str = ""  # checkpoint to resume from (its config, then the flags given)
     eval_only: bool = False  # with load: evaluate the saved agent for eval_episodes, no training
-    lr_decay: bool = False  # EXPERIMENT (issue 20): learning rate falls linearly to 0 over total_steps
-    huber: bool = False  # EXPERIMENT (issue 20): Huber loss on the EFE net (quadratic within 1, linear beyond)
 RUN_OPTIONS = ("save", "load", "eval_only")  # not hyperparameters: not stored in a checkpoint
 
 class UsageError(Exception): """Bad input (a flag, an environment, a checkpoint): one line, exit code 2."""
@@ -223,13 +221,11 @@ def efe_targets(r, e, terminated, v_next, gamma, weights):
     The author's sign: surprise *lowers* G. A truncated (time-limit) s' still has a future."""
     return -r[:, None] - weights * e[:, None] + gamma * (1.0 - terminated[:, None]) * v_next
 
-def efe_loss(layers, s, a_onehot, y, w, huber=False):
+def efe_loss(layers, s, a_onehot, y, w):
     """L_G = mean sum_k w_k (G_k(s, a) - y_k)^2, with y a constant.  y: (batch, heads)"""
     g = efe_heads(layers, s, a_onehot.shape[1])  # (batch, heads, n_actions)
     g_taken = anp.sum(g * a_onehot[:, None, :], axis=2)  # (batch, heads)
-    x = g_taken - y
-    sq = anp.where(anp.abs(x) < 1.0, x ** 2, 2.0 * anp.abs(x) - 1.0) if huber else x ** 2
-    return anp.mean(anp.sum(w * sq, axis=1))
+    return anp.mean(anp.sum(w * (g_taken - y) ** 2, axis=1))
 
 def policy_loss(layers, s, g, beta):
     """L_q = mean KL[q(.|s) || softmax(-beta G(s, .))] = sum_a q (log q + beta G) + log Z(s), exact over
@@ -346,7 +342,7 @@ def init_state(rng, sizes, precision):
 def precision_of(state):
     return float(np.exp(-state["log_alpha"][0]))  # beta = 1/alpha
 
-def update(params, target, state, batch, delta_stats, cfg, weight, lr=None):
+def update(params, target, state, batch, delta_stats, cfg, weight):
     """One minibatch update of f, G, q and beta at epistemic weight `weight`. The constants (y, and G in
     L_q) are plain arrays computed first; one Adam step on theta updates all three networks."""
     s, s_next, r, terminated = batch["s"], batch["s_next"], batch["r"], batch["terminated"]
@@ -361,10 +357,10 @@ def update(params, target, state, batch, delta_stats, cfg, weight, lr=None):
     y = efe_targets(r, e, terminated, bootstrap_value(g_next, logits_next), cfg.gamma, weights)  # (batch, heads)
     g = efe_heads(params["efe"], s, n_actions)[:, k]  # (batch, n_actions), the head q follows
     loss_t, grad_t = transition_loss_and_grad(params["transition"], s, a_onehot, d)
-    loss_g, grad_g = efe_loss_and_grad(params["efe"], s, a_onehot, y, np.array(w, dtype=np.float32), cfg.huber)
+    loss_g, grad_g = efe_loss_and_grad(params["efe"], s, a_onehot, y, np.array(w, dtype=np.float32))
     loss_q, grad_q = policy_loss_and_grad(params["policy"], s, g, precision_of(state))
     flat_grad = np.concatenate([x.ravel() for grads in (grad_t, grad_g, grad_q) for W_b in grads for x in W_b])
-    adam_step(state["theta"], flat_grad, state["adam_theta"], cfg.learning_rate if lr is None else lr)
+    adam_step(state["theta"], flat_grad, state["adam_theta"], cfg.learning_rate)
     logq_next = log_softmax(logits_next)
     h = -np.sum(np.exp(logq_next) * logq_next, axis=1)  # (batch,) H[q], the policy's entropy on replayed states
     if cfg.precision_learning_rate:
@@ -426,8 +422,7 @@ def train(cfg, progress=print, checkpoint=None):
                 weight = epistemic_weight_at(step, cfg.epistemic_weight, decay_steps, state["reward_step"] >= 0)
                 for _ in range(cfg.updates):
                     batch = buffer_sample(buf, rng, cfg.batch_size)
-                    lr = cfg.learning_rate * (1.0 - (step - 1) / cfg.total_steps) if cfg.lr_decay else None
-                    metrics = update(params, target, state, batch, buf["delta_stats"], cfg, weight, lr)
+                    metrics = update(params, target, state, batch, buf["delta_stats"], cfg, weight)
                     for name in (name for name, value in metrics.items() if not np.isfinite(value)):
                         kept = f"; {cfg.save} keeps the last good checkpoint" if os.path.exists(cfg.save) else ""
                         raise StopTraining(f"{name} became {metrics[name]} at step {step}; training stopped{kept}", 1)
