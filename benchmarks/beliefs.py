@@ -1,6 +1,6 @@
 """What the agent believes, over MountainCar's whole state space, at four moments of training.
 
-    python benchmarks/beliefs.py                        # seed 8, 40k steps, ~2 minutes on one core
+    python benchmarks/beliefs.py                        # seed 8, 40k steps, about a minute on one core
     python benchmarks/beliefs.py --seed 0 --steps 60000 --out /tmp/beliefs.png
 
 Trains dai.py's default agent on MountainCar-v0 with the schedule of the README's 200k-step runs
