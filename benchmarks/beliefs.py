@@ -87,7 +87,8 @@ def train_keeping_checkpoints(cfg, folder):
     train reports an evaluation before it saves it, so each report copies the previous one."""
     def keep(line):
         if os.path.exists(cfg.save):
-            step = int(np.load(cfg.save)["step"])
+            with np.load(cfg.save) as saved:
+                step = int(saved["step"])
             shutil.copy(cfg.save, os.path.join(folder, f"step_{step}.npz"))
     _, history = dai.train(cfg, progress=keep)
     keep(None)
