@@ -406,10 +406,10 @@ def train(cfg, progress=print, checkpoint=None):
             obs, r, terminated, truncated, _ = env.step(int(a) + int(env.action_space.start))  # a Python int
             s_next = encode(obs, env.observation_space)
             buffer_add(buf, s, a, r, s_next, terminated)  # a truncated s' has a future: not terminal
-            d = transition_target(s[None], s_next[None], buf["delta_stats"], cfg.raw_epistemic)  # (1, obs_dim)
-            eps = prediction_error(params["transition"], s[None], one_hot([a], sizes["policy"][-1]), d)  # (1,)
-            e = epistemic_value(eps, len(s), cfg.raw_epistemic)[0]
-            ep_epistemic += epistemic_weight_at(step, 1.0, decay_steps, False) * float(e)  # E = sum_t (1 - t/T)+ e_t
+            if state["reward_step"] < 0 and not cfg.raw_epistemic:  # E = sum_t (1 - t/T)+ e_t, needed until found
+                d = transition_target(s[None], s_next[None], buf["delta_stats"], raw=False)  # (1, obs_dim)
+                eps = prediction_error(params["transition"], s[None], one_hot([a], sizes["policy"][-1]), d)  # (1,)
+                ep_epistemic += epistemic_weight_at(step, 1.0, decay_steps, False) * float(epistemic_value(eps, len(s), False)[0])
             s, ep_return, ep_length, done_steps = s_next, ep_return + float(r), ep_length + 1, step
             if terminated or truncated:
                 record(episode_step=step, episode_return=ep_return, episode_length=ep_length)
