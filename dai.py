@@ -67,8 +67,6 @@ class Config:
     precision: float = 1.0  # beta: the fixed precision, or its starting value when learned
     target_entropy: float = 0.3  # policy entropy beta is learned to hold, as a fraction of log(n_actions), in (0, 1)
     precision_learning_rate: float = 3e-4  # Adam step size of log(1/beta), >= 0; 0 = a fixed precision
-    lr_decay: bool = False  # EXPERIMENT: learning rate falls linearly to 0 over total_steps
-    max_grad_norm: float = 0.0  # EXPERIMENT: clip the EFE net's gradient to this global norm (0: off)
     eval_every: int = 2_500  # env steps between evaluations, each with a progress line; 0 = only at the end
     eval_episodes: int = 20  # episodes per evaluation (mode of q, separate env seeded seed + 10000)
     env_kwargs: str = ""  # JSON object of keyword arguments for gymnasium.make, e.g. '{"is_slippery": false}'
@@ -344,7 +342,7 @@ def init_state(rng, sizes, precision):
 def precision_of(state):
     return float(np.exp(-state["log_alpha"][0]))  # beta = 1/alpha
 
-def update(params, target, state, batch, delta_stats, cfg, weight, lr=None):
+def update(params, target, state, batch, delta_stats, cfg, weight):
     """One minibatch update of f, G, q and beta at epistemic weight `weight`. The constants (y, and G in
     L_q) are plain arrays computed first; one Adam step on theta updates all three networks."""
     s, s_next, r, terminated = batch["s"], batch["s_next"], batch["r"], batch["terminated"]
@@ -361,20 +359,17 @@ def update(params, target, state, batch, delta_stats, cfg, weight, lr=None):
     loss_t, grad_t = transition_loss_and_grad(params["transition"], s, a_onehot, d)
     loss_g, grad_g = efe_loss_and_grad(params["efe"], s, a_onehot, y, np.array(w, dtype=np.float32))
     loss_q, grad_q = policy_loss_and_grad(params["policy"], s, g, precision_of(state))
-    norm_g = float(np.sqrt(sum(np.sum(x * x) for W_b in grad_g for x in W_b)))
-    if cfg.max_grad_norm and norm_g > cfg.max_grad_norm:
-        grad_g = [(W * (cfg.max_grad_norm / norm_g), b * (cfg.max_grad_norm / norm_g)) for W, b in grad_g]
     flat_grad = np.concatenate([x.ravel() for grads in (grad_t, grad_g, grad_q) for W_b in grads for x in W_b])
-    adam_step(state["theta"], flat_grad, state["adam_theta"], cfg.learning_rate if lr is None else lr)
+    adam_step(state["theta"], flat_grad, state["adam_theta"], cfg.learning_rate)
     logq_next = log_softmax(logits_next)
     h = -np.sum(np.exp(logq_next) * logq_next, axis=1)  # (batch,) H[q], the policy's entropy on replayed states
     if cfg.precision_learning_rate:
         grad_log_alpha = precision_gradient(h, cfg.target_entropy * np.log(n_actions))
         adam_step(state["log_alpha"], grad_log_alpha, state["adam_log_alpha"], cfg.precision_learning_rate)
     return {"transition_loss": float(loss_t), "efe_loss": float(loss_g), "policy_loss": float(loss_q),
-            "entropy": float(np.mean(h)), "epistemic_bonus": float(weight * np.mean(e)), "precision": precision_of(state), "grad_norm": norm_g}
+            "entropy": float(np.mean(h)), "epistemic_bonus": float(weight * np.mean(e)), "precision": precision_of(state)}
 
-UPDATE_METRICS = ("transition_loss", "efe_loss", "policy_loss", "entropy", "epistemic_bonus", "grad_norm")
+UPDATE_METRICS = ("transition_loss", "efe_loss", "policy_loss", "entropy", "epistemic_bonus")
 HISTORY = ("episode_step", "episode_return", "episode_length", "eval_step", "eval_return", "eval_train_seconds",
            *UPDATE_METRICS, "precision", "steps_per_second")
 
@@ -427,8 +422,7 @@ def train(cfg, progress=print, checkpoint=None):
                 weight = epistemic_weight_at(step, cfg.epistemic_weight, decay_steps, state["reward_step"] >= 0)
                 for _ in range(cfg.updates):
                     batch = buffer_sample(buf, rng, cfg.batch_size)
-                    lr = cfg.learning_rate * (1 - step / cfg.total_steps) if cfg.lr_decay else None
-                    metrics = update(params, target, state, batch, buf["delta_stats"], cfg, weight, lr)
+                    metrics = update(params, target, state, batch, buf["delta_stats"], cfg, weight)
                     for name in (name for name, value in metrics.items() if not np.isfinite(value)):
                         kept = f"; {cfg.save} keeps the last good checkpoint" if os.path.exists(cfg.save) else ""
                         raise StopTraining(f"{name} became {metrics[name]} at step {step}; training stopped{kept}", 1)
