@@ -73,9 +73,6 @@ class Config:
     save: str = ""  # checkpoint file (.npz), written at every evaluation, at the end and on Ctrl-C
     load: str = ""  # checkpoint to resume from (its config, then the flags given)
     eval_only: bool = False  # with load: evaluate the saved agent for eval_episodes, no training
-    twin: bool = False  # EXPERIMENT: two EFE nets, targets and q from the larger (pessimistic) G
-    rescale: bool = False  # EXPERIMENT: the EFE net learns h(G), h(x) = sign(x)(sqrt(|x| + 1) - 1) + 1e-3 x
-    huber: float = 0.0  # EXPERIMENT: Huber threshold of L_G (0: squared error)
 RUN_OPTIONS = ("save", "load", "eval_only")  # not hyperparameters: not stored in a checkpoint
 
 class UsageError(Exception): """Bad input (a flag, an environment, a checkpoint): one line, exit code 2."""
@@ -114,13 +111,6 @@ def running_stats_add(stats, x):
     d = x - stats["mean"]
     stats["mean"] += d / stats["count"]
     stats["m2"] += d * (x - stats["mean"])
-
-def value_rescale(x, eps=1e-3):
-    return np.sign(x) * (np.sqrt(np.abs(x) + 1) - 1) + eps * x
-
-def value_unrescale(x, eps=1e-3):
-    x = np.asarray(x, dtype=np.float64)
-    return (np.sign(x) * (((np.sqrt(1 + 4 * eps * (np.abs(x) + 1 + eps)) - 1) / (2 * eps)) ** 2 - 1)).astype(np.float32)
 
 # -------------------- Networks and losses ------------------------------------------------------
 def network_sizes(obs_dim, n_actions, hidden_size, hidden_layers, n_heads):
@@ -231,15 +221,11 @@ def efe_targets(r, e, terminated, v_next, gamma, weights):
     The author's sign: surprise *lowers* G. A truncated (time-limit) s' still has a future."""
     return -r[:, None] - weights * e[:, None] + gamma * (1.0 - terminated[:, None]) * v_next
 
-def efe_loss(layers, s, a_onehot, y, w, huber=0.0):
+def efe_loss(layers, s, a_onehot, y, w):
     """L_G = mean sum_k w_k (G_k(s, a) - y_k)^2, with y a constant.  y: (batch, heads)"""
     g = efe_heads(layers, s, a_onehot.shape[1])  # (batch, heads, n_actions)
     g_taken = anp.sum(g * a_onehot[:, None, :], axis=2)  # (batch, heads)
-    x = g_taken - y
-    if huber:
-        ax = anp.abs(x)
-        return anp.mean(anp.sum(w * anp.where(ax <= huber, x ** 2, 2 * huber * ax - huber ** 2), axis=1))
-    return anp.mean(anp.sum(w * x ** 2, axis=1))
+    return anp.mean(anp.sum(w * (g_taken - y) ** 2, axis=1))
 
 def policy_loss(layers, s, g, beta):
     """L_q = mean KL[q(.|s) || softmax(-beta G(s, .))] = sum_a q (log q + beta G) + log Z(s), exact over
@@ -342,16 +328,13 @@ def sizes_of(env, cfg):
     """network_sizes() for this env and config; a Discrete(m) observation is one-hot, of length m."""
     space = env.observation_space
     obs_dim = space.n if isinstance(space, gym.spaces.Discrete) else space.shape[0]
-    sizes = network_sizes(int(obs_dim), int(env.action_space.n), cfg.hidden_size, cfg.hidden_layers, 2 - cfg.raw_epistemic)
-    if cfg.twin:
-        sizes["efe2"] = sizes["efe"]
-    return sizes
+    return network_sizes(int(obs_dim), int(env.action_space.n), cfg.hidden_size, cfg.hidden_layers, 2 - cfg.raw_epistemic)
 
 def init_state(rng, sizes, precision):
     """Parameters, target net, log(1/beta), Adam moments, the lowest and highest return, the step the reward was found."""
     theta, params = init_params(rng, sizes)
     log_alpha = np.array([-np.log(precision)], dtype=np.float32)  # alpha = 1/beta
-    target_theta = np.concatenate([x.ravel() for k in params if k.startswith("efe") for layer in params[k] for x in layer])  # a copy of G's parameters
+    target_theta = np.concatenate([x.ravel() for layer in params["efe"] for x in layer])  # a copy of G's parameters
     return {"theta": theta, "target_theta": target_theta, "log_alpha": log_alpha,
             "adam_theta": adam_init(theta), "adam_log_alpha": adam_init(log_alpha),
             "return_range": np.array([np.inf, -np.inf]), "reward_step": -1}
@@ -368,27 +351,15 @@ def update(params, target, state, batch, delta_stats, cfg, weight):
     d = transition_target(s, s_next, delta_stats, cfg.raw_epistemic)  # (batch, obs_dim)
     e = epistemic_value(prediction_error(params["transition"], s, a_onehot, d), s.shape[1], cfg.raw_epistemic)
     logits_next = mlp(params["policy"], s_next)  # (batch, n_actions)
-    target = target if isinstance(target, dict) else {"efe": target}  # EXPERIMENT: the benchmarks pass G's layers
-    g_next = efe_heads(target["efe"], s_next, n_actions)  # (batch, heads, n_actions)
-    if cfg.twin:
-        g_next = np.maximum(g_next, efe_heads(target["efe2"], s_next, n_actions))
-    if cfg.rescale:
-        g_next = value_unrescale(g_next)
+    g_next = efe_heads(target, s_next, n_actions)  # (batch, heads, n_actions)
     k, w = head_schedule(g_next.shape[1], state["reward_step"] >= 0)
     weights = np.array([weight] if g_next.shape[1] == 1 else [0.0, weight], dtype=np.float32)  # lambda_k
     y = efe_targets(r, e, terminated, bootstrap_value(g_next, logits_next), cfg.gamma, weights)  # (batch, heads)
-    if cfg.rescale:
-        y = value_rescale(y).astype(np.float32)
     g = efe_heads(params["efe"], s, n_actions)[:, k]  # (batch, n_actions), the head q follows
-    if cfg.twin:
-        g = np.maximum(g, efe_heads(params["efe2"], s, n_actions)[:, k])
-    if cfg.rescale:
-        g = value_unrescale(g)
     loss_t, grad_t = transition_loss_and_grad(params["transition"], s, a_onehot, d)
-    loss_g, grad_g = efe_loss_and_grad(params["efe"], s, a_onehot, y, np.array(w, dtype=np.float32), cfg.huber)
+    loss_g, grad_g = efe_loss_and_grad(params["efe"], s, a_onehot, y, np.array(w, dtype=np.float32))
     loss_q, grad_q = policy_loss_and_grad(params["policy"], s, g, precision_of(state))
-    extra = [efe_loss_and_grad(params["efe2"], s, a_onehot, y, np.array(w, dtype=np.float32), cfg.huber)[1]] if cfg.twin else []
-    flat_grad = np.concatenate([x.ravel() for grads in (grad_t, grad_g, grad_q, *extra) for W_b in grads for x in W_b])
+    flat_grad = np.concatenate([x.ravel() for grads in (grad_t, grad_g, grad_q) for W_b in grads for x in W_b])
     adam_step(state["theta"], flat_grad, state["adam_theta"], cfg.learning_rate)
     logq_next = log_softmax(logits_next)
     h = -np.sum(np.exp(logq_next) * logq_next, axis=1)  # (batch,) H[q], the policy's entropy on replayed states
@@ -421,7 +392,7 @@ def train(cfg, progress=print, checkpoint=None):
         state, buf, rng, start = restore(checkpoint, cfg, sizes)
         if start >= cfg.total_steps:
             raise UsageError(f"the checkpoint is at step {start}; pass --total-steps above it to train on, or --eval-only")
-    params, target = param_views(state["theta"], sizes), param_views(state["target_theta"], {k: sizes[k] for k in sizes if k.startswith("efe")})
+    params, target = param_views(state["theta"], sizes), param_views(state["target_theta"], {"efe": sizes["efe"]})["efe"]
     obs, _ = env.reset(seed=cfg.seed + start)  # the env once (offset by the steps done when resuming)
     env.action_space.seed(cfg.seed + start)
     decay_steps, span = round(cfg.epistemic_decay_fraction * cfg.total_steps), state["return_range"]  # lowest, highest return
@@ -457,8 +428,7 @@ def train(cfg, progress=print, checkpoint=None):
                         raise StopTraining(f"{name} became {metrics[name]} at step {step}; training stopped{kept}", 1)
                     for key, old in running.items():  # exponential moving averages over ~100 updates
                         running[key] = metrics[key] if np.isnan(old) else old + 0.01 * (metrics[key] - old)
-                    for k in target:
-                        polyak(target[k], params[k], cfg.tau)
+                    polyak(target, params["efe"], cfg.tau)
             if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.total_steps:
                 seconds = time.perf_counter() - clock - eval_seconds  # training time so far
                 returns = evaluate(params, cfg.env_id, cfg.eval_episodes, cfg.seed + 10_000, cfg.env_kwargs)
