@@ -5,8 +5,8 @@
 
 The agent acts to minimise the expected free energy (EFE) G of the future. Reward is the log prior
 preference over outcomes, so -r is the pragmatic part of G; the transition model's surprise at an
-outcome is the epistemic part (information gain), which makes an action *more* attractive. Three
-networks and a target copy learn from a replay buffer; the maths, one row per function:
+outcome is the epistemic part (information gain), which makes an action *more* attractive. Four
+networks (the EFE net twice) and the EFE nets' target copies learn from a replay buffer; the maths:
 
     transition model  f(s, a) ~ d = (s' - s - mu) / sigma, over running mu, sigma  transition_target()
     prediction error  eps = 1/2 |d - f(s, a)|^2                                   prediction_error()
@@ -14,6 +14,7 @@ networks and a target copy learn from a replay buffer; the maths, one row per fu
     epistemic value   e = min(eps / D, 1), D the state's dimensions               epistemic_value()
     epistemic weight  lambda_t = lambda_0 max(0, 1 - t/T), 0 once reward found*   epistemic_weight_at()
     EFE net           heads G_prag(s, .) from reward alone and G(s, .) with e     efe_heads()
+    pessimistic pair  G = max(G1, G2), Gbar = max(Gbar1, Gbar2), two nets, one y    pessimistic_efe()
     followed head     q follows G until the reward is found*, then G_prag         head_schedule()
     bootstrap value   V_k(s') = sum_a' q(a'|s') Gbar_k(s', a')                      bootstrap_value()
     EFE targets       y_k = -r - lambda_k e + gamma (1 - terminated) V_k(s')      efe_targets()
@@ -118,7 +119,9 @@ def network_sizes(obs_dim, n_actions, hidden_size, hidden_layers, n_heads):
     hidden = [hidden_size] * hidden_layers
     return {"transition": [obs_dim + n_actions, *hidden, obs_dim],  # (s, one-hot a) -> d
             "efe": [obs_dim, *hidden, n_heads * n_actions],  # s -> G_k(s, a) for each head k and action a
-            "policy": [obs_dim, *hidden, n_actions]}  # s -> logits of q(a|s)
+            "policy": [obs_dim, *hidden, n_actions],  # s -> logits of q(a|s)
+            "efe2": [obs_dim, *hidden, n_heads * n_actions]}  # G's twin, the pessimistic pair's second net
+EFE_NETS = ("efe", "efe2")  # the networks that have a target copy
 
 def param_views(theta, sizes):
     """{network: [(W, b), ...]}, all views into one flat vector theta, so one Adam step updates every network."""
@@ -203,6 +206,11 @@ def efe_heads(layers, s, n_actions):
     """Each head's EFE at s: (G_prag, G), or (G,) with raw_epistemic.  (batch, heads, n_actions)"""
     g = mlp(layers, s)  # (batch, heads * n_actions)
     return anp.reshape(g, (g.shape[0], -1, n_actions))
+
+def pessimistic_efe(nets, s, n_actions):
+    """max(G1, G2) over the pair, as SAC's clipped double Q takes the lower Q: an action looks cheap only if both
+    nets agree, so the bootstrap does not feed on the errors that flatter an action.  (batch, heads, n_actions)"""
+    return np.maximum(efe_heads(nets["efe"], s, n_actions), efe_heads(nets["efe2"], s, n_actions))
 
 def head_schedule(n_heads, reward_found):
     """(k, w): the head k that q follows, each head's weight w in L_G. Once the reward is found q follows
@@ -334,10 +342,14 @@ def init_state(rng, sizes, precision):
     """Parameters, target net, log(1/beta), Adam moments, the lowest and highest return, the step the reward was found."""
     theta, params = init_params(rng, sizes)
     log_alpha = np.array([-np.log(precision)], dtype=np.float32)  # alpha = 1/beta
-    target_theta = np.concatenate([x.ravel() for layer in params["efe"] for x in layer])  # a copy of G's parameters
+    target_theta = np.concatenate([x.ravel() for net in EFE_NETS for layer in params[net] for x in layer])  # copies
     return {"theta": theta, "target_theta": target_theta, "log_alpha": log_alpha,
             "adam_theta": adam_init(theta), "adam_log_alpha": adam_init(log_alpha),
             "return_range": np.array([np.inf, -np.inf]), "reward_step": -1}
+
+def target_views(target_theta, sizes):
+    """{"efe": [(W, b), ...], "efe2": ...}, the target nets, views into target_theta."""
+    return param_views(target_theta, {net: sizes[net] for net in EFE_NETS})
 
 def precision_of(state):
     return float(np.exp(-state["log_alpha"][0]))  # beta = 1/alpha
@@ -351,15 +363,16 @@ def update(params, target, state, batch, delta_stats, cfg, weight):
     d = transition_target(s, s_next, delta_stats, cfg.raw_epistemic)  # (batch, obs_dim)
     e = epistemic_value(prediction_error(params["transition"], s, a_onehot, d), s.shape[1], cfg.raw_epistemic)
     logits_next = mlp(params["policy"], s_next)  # (batch, n_actions)
-    g_next = efe_heads(target, s_next, n_actions)  # (batch, heads, n_actions)
+    g_next = pessimistic_efe(target, s_next, n_actions)  # (batch, heads, n_actions)
     k, w = head_schedule(g_next.shape[1], state["reward_step"] >= 0)
     weights = np.array([weight] if g_next.shape[1] == 1 else [0.0, weight], dtype=np.float32)  # lambda_k
     y = efe_targets(r, e, terminated, bootstrap_value(g_next, logits_next), cfg.gamma, weights)  # (batch, heads)
-    g = efe_heads(params["efe"], s, n_actions)[:, k]  # (batch, n_actions), the head q follows
+    g = pessimistic_efe(params, s, n_actions)[:, k]  # (batch, n_actions), the head q follows
     loss_t, grad_t = transition_loss_and_grad(params["transition"], s, a_onehot, d)
-    loss_g, grad_g = efe_loss_and_grad(params["efe"], s, a_onehot, y, np.array(w, dtype=np.float32))
+    (loss_g, grad_g), (_, grad_g2) = (efe_loss_and_grad(params[net], s, a_onehot, y, np.float32(w)) for net in EFE_NETS)
     loss_q, grad_q = policy_loss_and_grad(params["policy"], s, g, precision_of(state))
-    flat_grad = np.concatenate([x.ravel() for grads in (grad_t, grad_g, grad_q) for W_b in grads for x in W_b])
+    grads = {"transition": grad_t, "efe": grad_g, "policy": grad_q, "efe2": grad_g2}
+    flat_grad = np.concatenate([x.ravel() for net in params for W_b in grads[net] for x in W_b])  # theta's order
     adam_step(state["theta"], flat_grad, state["adam_theta"], cfg.learning_rate)
     logq_next = log_softmax(logits_next)
     h = -np.sum(np.exp(logq_next) * logq_next, axis=1)  # (batch,) H[q], the policy's entropy on replayed states
@@ -392,7 +405,7 @@ def train(cfg, progress=print, checkpoint=None):
         state, buf, rng, start = restore(checkpoint, cfg, sizes)
         if start >= cfg.total_steps:
             raise UsageError(f"the checkpoint is at step {start}; pass --total-steps above it to train on, or --eval-only")
-    params, target = param_views(state["theta"], sizes), param_views(state["target_theta"], {"efe": sizes["efe"]})["efe"]
+    params, target = param_views(state["theta"], sizes), target_views(state["target_theta"], sizes)
     obs, _ = env.reset(seed=cfg.seed + start)  # the env once (offset by the steps done when resuming)
     env.action_space.seed(cfg.seed + start)
     decay_steps, span = round(cfg.epistemic_decay_fraction * cfg.total_steps), state["return_range"]  # lowest, highest return
@@ -428,7 +441,8 @@ def train(cfg, progress=print, checkpoint=None):
                         raise StopTraining(f"{name} became {metrics[name]} at step {step}; training stopped{kept}", 1)
                     for key, old in running.items():  # exponential moving averages over ~100 updates
                         running[key] = metrics[key] if np.isnan(old) else old + 0.01 * (metrics[key] - old)
-                    polyak(target, params["efe"], cfg.tau)
+                    for net in EFE_NETS:
+                        polyak(target[net], params[net], cfg.tau)
             if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.total_steps:
                 seconds = time.perf_counter() - clock - eval_seconds  # training time so far
                 returns = evaluate(params, cfg.env_id, cfg.eval_episodes, cfg.seed + 10_000, cfg.env_kwargs)
@@ -454,7 +468,7 @@ def train(cfg, progress=print, checkpoint=None):
     return params, history
 
 # -------------------- Checkpoints --------------------------------------------------------------
-CHECKPOINT_VERSION = 5
+CHECKPOINT_VERSION = 6
 
 def flatten(tree, prefix=""):
     """{"a": {"b": x}} -> {"a.b": np.asarray(x)}: nested dicts as the flat arrays of an .npz."""

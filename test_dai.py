@@ -190,9 +190,9 @@ def test_the_policy_follows_g_until_the_reward_is_found_then_g_prag():
         state = dai.init_state(np.random.default_rng(0), sizes, 1.0)
         state["reward_step"] = reward_step
         params = dai.param_views(state["theta"], sizes)
-        target = dai.param_views(state["target_theta"], {"efe": sizes["efe"]})["efe"]
+        target = dai.target_views(state["target_theta"], sizes)
         batch = dai.buffer_sample(buf, np.random.default_rng(1), 16)
-        g_heads = dai.efe_heads(params["efe"], batch["s"], 2)  # (batch, heads, actions)
+        g_heads = dai.pessimistic_efe(params, batch["s"], 2)  # (batch, heads, actions)
         expected = [float(dai.policy_loss(params["policy"], batch["s"], g_heads[:, k], 1.0)) for k in (0, 1)]
         loss = dai.update(params, target, state, batch, buf["delta_stats"], cfg, 5.0)["policy_loss"]
         assert loss == pytest.approx(expected[head], rel=1e-6) and loss != pytest.approx(expected[1 - head], rel=1e-3)
@@ -303,6 +303,38 @@ def test_adam_minimises_a_quadratic_and_its_first_step_has_size_lr():
     y = np.array([1.0, -1.0])
     dai.adam_step(y, np.array([10.0, -0.1]), dai.adam_init(y), lr=0.1)
     np.testing.assert_allclose(y, [0.9, -0.9], rtol=1e-5)
+
+
+def test_the_pessimistic_pair_learns_one_target_bootstrapped_on_the_larger_g_and_q_follows_it():
+    """One update against a plain loop: y bootstraps on max(Gbar1, Gbar2), q follows max(G1, G2), and both nets
+    step towards that y (each from its own initial weights, so the max is not either net alone)."""
+    cfg, sizes, rng = small_config(), dai.network_sizes(3, 2, 16, 2, 2), np.random.default_rng(4)
+    state, buf = dai.init_state(np.random.default_rng(0), sizes, 1.0), dai.buffer_init(50, 3)
+    for _ in range(50):
+        s = rng.normal(size=3).astype(np.float32)
+        dai.buffer_add(buf, s, rng.integers(2), rng.normal(), s + rng.normal(0, 0.1, 3).astype(np.float32), 0.0)
+    params, target = dai.param_views(state["theta"], sizes), dai.target_views(state["target_theta"], sizes)
+    batch, y, g = dai.buffer_sample(buf, rng, 8), np.zeros((8, 2)), np.zeros((8, 2))
+    s, a_onehot = batch["s"], dai.one_hot(batch["a"], 2)
+    e = dai.epistemic_value(dai.prediction_error(params["transition"], s, a_onehot,
+                                                 dai.transition_target(s, batch["s_next"], buf["delta_stats"], False)), 3, False)
+    for i in range(8):
+        q = np.exp(dai.log_softmax(dai.mlp(params["policy"], batch["s_next"][i : i + 1])[0]))
+        gbar = [dai.efe_heads(target[net], batch["s_next"][i : i + 1], 2)[0] for net in ("efe", "efe2")]  # (heads, actions)
+        y[i] = -batch["r"][i] - np.array([0.0, 5.0]) * e[i] + cfg.gamma * np.maximum(*gbar) @ q
+        g[i] = np.maximum(*[dai.efe_heads(params[net], s[i : i + 1], 2)[0, 1] for net in ("efe", "efe2")])
+    y_alone = dai.efe_targets(batch["r"], e, batch["terminated"], dai.bootstrap_value(
+        dai.efe_heads(target["efe"], batch["s_next"], 2), dai.mlp(params["policy"], batch["s_next"])), cfg.gamma, np.array([0.0, 5.0]))
+    expected = [float(dai.efe_loss(params["efe"], s, a_onehot, targets, np.ones(2))) for targets in (y, y_alone)]
+    q_expected = [float(dai.policy_loss(params["policy"], s, gs, 1.0)) for gs in (g, dai.efe_heads(params["efe"], s, 2)[:, 1])]
+    before = {net: [(W.copy(), b.copy()) for W, b in params[net]] for net in dai.EFE_NETS}
+    metrics = dai.update(params, target, state, batch, buf["delta_stats"], cfg, 5.0)
+    assert metrics["efe_loss"] == pytest.approx(expected[0], rel=1e-5) and metrics["efe_loss"] != pytest.approx(expected[1], rel=1e-3)
+    assert metrics["policy_loss"] == pytest.approx(q_expected[0], rel=1e-5)
+    assert metrics["policy_loss"] != pytest.approx(q_expected[1], rel=1e-3)
+    for net in dai.EFE_NETS:  # one Adam step moves every array of both nets, and each nearer to y
+        assert all(np.any(W != W0) and np.any(b != b0) for (W, b), (W0, b0) in zip(params[net], before[net]))
+        assert dai.efe_loss(params[net], s, a_onehot, y, np.ones(2)) < dai.efe_loss(before[net], s, a_onehot, y, np.ones(2))
 
 
 def test_polyak_moves_the_target_a_share_tau_of_the_way():

@@ -46,9 +46,9 @@ def mlp_backward(layers, inputs, g):
 
 
 def handwritten_gradient(params, target, state, batch, delta_stats, cfg, weight):
-    """The gradient of L_T + L_G + L_q in theta's order, as dai.update computes it with autograd, with
-    each loss's derivative written out: dL_T/df = (f - d)/B, dL_G/dG_k = 2 w_k (G_k - y_k)/B at the
-    action taken, dL_q/dz = q (log q - log p - KL)/B for the policy's logits z."""
+    """The gradient of L_T + L_G (each of the pair) + L_q in theta's order, as dai.update computes it with
+    autograd, with each loss's derivative written out: dL_T/df = (f - d)/B, dL_G/dG_k = 2 w_k (G_k - y_k)/B
+    at the action taken, dL_q/dz = q (log q - log p - KL)/B for the policy's logits z."""
     s, s_next, r, terminated = batch["s"], batch["s_next"], batch["r"], batch["terminated"]
     B, n_actions = len(s), params["policy"][-1][1].shape[0]
     a_onehot = dai.one_hot(batch["a"], n_actions)
@@ -56,22 +56,24 @@ def handwritten_gradient(params, target, state, batch, delta_stats, cfg, weight)
     t_inputs, f = dai.mlp_inputs(params["transition"], np.concatenate([s, a_onehot], axis=1))
     e = dai.epistemic_value(0.5 * np.sum((d - f) ** 2, axis=1), s.shape[1], cfg.raw_epistemic)
     logits_next = dai.mlp(params["policy"], s_next)
-    g_next = dai.efe_heads(target, s_next, n_actions)
+    g_next = np.maximum(*(dai.efe_heads(target[net], s_next, n_actions) for net in dai.EFE_NETS))
     k, w = dai.head_schedule(g_next.shape[1], state["reward_step"] >= 0)
     weights = np.array([weight] if g_next.shape[1] == 1 else [0.0, weight], dtype=np.float32)
     y = dai.efe_targets(r, e, terminated, dai.bootstrap_value(g_next, logits_next), cfg.gamma, weights)
-    g_inputs, g_flat = dai.mlp_inputs(params["efe"], s)
-    g = g_flat.reshape(B, -1, n_actions)  # (batch, heads, actions)
-    g_taken = np.sum(g * a_onehot[:, None, :], axis=2)
-    dg = (2.0 * np.array(w, np.float32) * (g_taken - y) / B)[:, :, None] * a_onehot[:, None, :]
+    grads, g_pair = {}, []
+    for net in dai.EFE_NETS:
+        g_inputs, g_flat = dai.mlp_inputs(params[net], s)
+        g_pair.append(g_flat.reshape(B, -1, n_actions))  # (batch, heads, actions)
+        g_taken = np.sum(g_pair[-1] * a_onehot[:, None, :], axis=2)
+        dg = (2.0 * np.array(w, np.float32) * (g_taken - y) / B)[:, :, None] * a_onehot[:, None, :]
+        grads[net] = mlp_backward(params[net], g_inputs, dg.reshape(B, -1).astype(np.float32))
     p_inputs, logits = dai.mlp_inputs(params["policy"], s)
-    logq, logp = dai.log_softmax(logits), dai.log_softmax(-dai.precision_of(state) * g[:, k])
+    logq, logp = dai.log_softmax(logits), dai.log_softmax(-dai.precision_of(state) * np.maximum(*g_pair)[:, k])
     q = np.exp(logq)
     kl = np.sum(q * (logq - logp), axis=1, keepdims=True)
-    grads = (mlp_backward(params["transition"], t_inputs, ((f - d) / B).astype(np.float32)),
-             mlp_backward(params["efe"], g_inputs, dg.reshape(B, -1).astype(np.float32)),
-             mlp_backward(params["policy"], p_inputs, (q * (logq - logp - kl) / B).astype(np.float32)))
-    return np.concatenate([x.ravel() for net in grads for W_b in net for x in W_b])
+    grads["transition"] = mlp_backward(params["transition"], t_inputs, ((f - d) / B).astype(np.float32))
+    grads["policy"] = mlp_backward(params["policy"], p_inputs, (q * (logq - logp - kl) / B).astype(np.float32))
+    return np.concatenate([x.ravel() for net in params for W_b in grads[net] for x in W_b])
 
 
 def handwritten_update(params, target, state, batch, delta_stats, cfg, weight):
@@ -84,7 +86,7 @@ def ms_per_update(cfg, sizes, n, update=dai.update):
     rng = np.random.default_rng(0)
     state = dai.init_state(rng, sizes, cfg.precision)
     params = dai.param_views(state["theta"], sizes)
-    target = dai.param_views(state["target_theta"], {"efe": sizes["efe"]})["efe"]
+    target = dai.target_views(state["target_theta"], sizes)
     obs_dim, n_actions = sizes["efe"][0], sizes["policy"][-1]
     buf = dai.buffer_init(10_000, obs_dim)
     for _ in range(10_000):
