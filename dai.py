@@ -14,7 +14,7 @@ networks (the EFE net twice) and the EFE nets' target copies learn from a replay
     epistemic value   e = min(eps / D, 1), D the state's dimensions               epistemic_value()
     epistemic weight  lambda_t = lambda_0 max(0, 1 - t/T), 0 once reward found*   epistemic_weight_at()
     EFE net           heads G_prag(s, .) from reward alone and G(s, .) with e     efe_heads()
-    pessimistic pair  G = max(G1, G2), Gbar = max(Gbar1, Gbar2), two nets, one y    pessimistic_efe()
+    EFE pair          two nets learn each y; G_prag = max(G1, G2), G = min(G1, G2)  pair_efe()
     followed head     q follows G until the reward is found*, then G_prag         head_schedule()
     bootstrap value   V_k(s') = sum_a' q(a'|s') Gbar_k(s', a')                      bootstrap_value()
     EFE targets       y_k = -r - lambda_k e + gamma (1 - terminated) V_k(s')      efe_targets()
@@ -120,7 +120,7 @@ def network_sizes(obs_dim, n_actions, hidden_size, hidden_layers, n_heads):
     return {"transition": [obs_dim + n_actions, *hidden, obs_dim],  # (s, one-hot a) -> d
             "efe": [obs_dim, *hidden, n_heads * n_actions],  # s -> G_k(s, a) for each head k and action a
             "policy": [obs_dim, *hidden, n_actions],  # s -> logits of q(a|s)
-            "efe2": [obs_dim, *hidden, n_heads * n_actions]}  # G's twin, the pessimistic pair's second net
+            "efe2": [obs_dim, *hidden, n_heads * n_actions]}  # the EFE pair's second net
 EFE_NETS = ("efe", "efe2")  # the networks that have a target copy
 
 def param_views(theta, sizes):
@@ -207,10 +207,14 @@ def efe_heads(layers, s, n_actions):
     g = mlp(layers, s)  # (batch, heads * n_actions)
     return anp.reshape(g, (g.shape[0], -1, n_actions))
 
-def pessimistic_efe(nets, s, n_actions):
-    """max(G1, G2) over the pair, as SAC's clipped double Q takes the lower Q: an action looks cheap only if both
-    nets agree, so the bootstrap does not feed on the errors that flatter an action.  (batch, heads, n_actions)"""
-    return np.maximum(efe_heads(nets["efe"], s, n_actions), efe_heads(nets["efe2"], s, n_actions))
+def pair_efe(nets, s, n_actions):
+    """The pair's EFE, pessimistic about the reward and optimistic about novelty: max(G1, G2) on G_prag, as SAC's
+    clipped double Q takes the lower Q, so the bootstrap does not feed on errors that flatter an action; min(G1, G2)
+    on G, so the bonus draws the agent to where either net expects to learn.  (batch, heads, n_actions)"""
+    g1, g2 = efe_heads(nets["efe"], s, n_actions), efe_heads(nets["efe2"], s, n_actions)
+    g = np.maximum(g1, g2)
+    g[:, 1:] = np.minimum(g1[:, 1:], g2[:, 1:])  # G, the head with the bonus (none with raw_epistemic)
+    return g
 
 def head_schedule(n_heads, reward_found):
     """(k, w): the head k that q follows, each head's weight w in L_G. Once the reward is found q follows
@@ -363,11 +367,11 @@ def update(params, target, state, batch, delta_stats, cfg, weight):
     d = transition_target(s, s_next, delta_stats, cfg.raw_epistemic)  # (batch, obs_dim)
     e = epistemic_value(prediction_error(params["transition"], s, a_onehot, d), s.shape[1], cfg.raw_epistemic)
     logits_next = mlp(params["policy"], s_next)  # (batch, n_actions)
-    g_next = pessimistic_efe(target, s_next, n_actions)  # (batch, heads, n_actions)
+    g_next = pair_efe(target, s_next, n_actions)  # (batch, heads, n_actions)
     k, w = head_schedule(g_next.shape[1], state["reward_step"] >= 0)
     weights = np.array([weight] if g_next.shape[1] == 1 else [0.0, weight], dtype=np.float32)  # lambda_k
     y = efe_targets(r, e, terminated, bootstrap_value(g_next, logits_next), cfg.gamma, weights)  # (batch, heads)
-    g = pessimistic_efe(params, s, n_actions)[:, k]  # (batch, n_actions), the head q follows
+    g = pair_efe(params, s, n_actions)[:, k]  # (batch, n_actions), the head q follows
     loss_t, grad_t = transition_loss_and_grad(params["transition"], s, a_onehot, d)
     (loss_g, grad_g), (_, grad_g2) = (efe_loss_and_grad(params[net], s, a_onehot, y, np.float32(w)) for net in EFE_NETS)
     loss_q, grad_q = policy_loss_and_grad(params["policy"], s, g, precision_of(state))

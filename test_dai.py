@@ -192,7 +192,7 @@ def test_the_policy_follows_g_until_the_reward_is_found_then_g_prag():
         params = dai.param_views(state["theta"], sizes)
         target = dai.target_views(state["target_theta"], sizes)
         batch = dai.buffer_sample(buf, np.random.default_rng(1), 16)
-        g_heads = dai.pessimistic_efe(params, batch["s"], 2)  # (batch, heads, actions)
+        g_heads = dai.pair_efe(params, batch["s"], 2)  # (batch, heads, actions)
         expected = [float(dai.policy_loss(params["policy"], batch["s"], g_heads[:, k], 1.0)) for k in (0, 1)]
         loss = dai.update(params, target, state, batch, buf["delta_stats"], cfg, 5.0)["policy_loss"]
         assert loss == pytest.approx(expected[head], rel=1e-6) and loss != pytest.approx(expected[1 - head], rel=1e-3)
@@ -305,9 +305,10 @@ def test_adam_minimises_a_quadratic_and_its_first_step_has_size_lr():
     np.testing.assert_allclose(y, [0.9, -0.9], rtol=1e-5)
 
 
-def test_the_pessimistic_pair_learns_one_target_bootstrapped_on_the_larger_g_and_q_follows_it():
-    """One update against a plain loop: y bootstraps on max(Gbar1, Gbar2), q follows max(G1, G2), and both nets
-    step towards that y (each from its own initial weights, so the max is not either net alone)."""
+def test_the_efe_pair_bootstraps_g_prag_on_its_max_and_g_on_its_min_and_both_nets_learn_y():
+    """One update against a plain loop: y_prag bootstraps on max(Gbar1, Gbar2), y on min(Gbar1, Gbar2), q follows
+    min(G1, G2) of G (before the reward is found), and both nets step towards y (each from its own initial
+    weights, so neither the max nor the min is one net alone)."""
     cfg, sizes, rng = small_config(), dai.network_sizes(3, 2, 16, 2, 2), np.random.default_rng(4)
     state, buf = dai.init_state(np.random.default_rng(0), sizes, 1.0), dai.buffer_init(50, 3)
     for _ in range(50):
@@ -321,8 +322,9 @@ def test_the_pessimistic_pair_learns_one_target_bootstrapped_on_the_larger_g_and
     for i in range(8):
         q = np.exp(dai.log_softmax(dai.mlp(params["policy"], batch["s_next"][i : i + 1])[0]))
         gbar = [dai.efe_heads(target[net], batch["s_next"][i : i + 1], 2)[0] for net in ("efe", "efe2")]  # (heads, actions)
-        y[i] = -batch["r"][i] - np.array([0.0, 5.0]) * e[i] + cfg.gamma * np.maximum(*gbar) @ q
-        g[i] = np.maximum(*[dai.efe_heads(params[net], s[i : i + 1], 2)[0, 1] for net in ("efe", "efe2")])
+        v = [max(gbar[0][0, a], gbar[1][0, a]) for a in (0, 1)], [min(gbar[0][1, a], gbar[1][1, a]) for a in (0, 1)]
+        y[i] = -batch["r"][i] - np.array([0.0, 5.0]) * e[i] + cfg.gamma * np.array(v) @ q
+        g[i] = np.minimum(*[dai.efe_heads(params[net], s[i : i + 1], 2)[0, 1] for net in ("efe", "efe2")])
     y_alone = dai.efe_targets(batch["r"], e, batch["terminated"], dai.bootstrap_value(
         dai.efe_heads(target["efe"], batch["s_next"], 2), dai.mlp(params["policy"], batch["s_next"])), cfg.gamma, np.array([0.0, 5.0]))
     expected = [float(dai.efe_loss(params["efe"], s, a_onehot, targets, np.ones(2))) for targets in (y, y_alone)]

@@ -69,7 +69,7 @@ def belief_grids(path, n=41):
         a_onehot = dai.one_hot(np.full(len(s), a), len(ACTIONS))
         d = dai.transition_target(s, mountain_car_step(s, a), buf["delta_stats"], cfg.raw_epistemic)
         e.append(dai.epistemic_value(dai.prediction_error(params["transition"], s, a_onehot, d), 2, cfg.raw_epistemic))
-    g = dai.pessimistic_efe(params, s, len(ACTIONS))  # (n * n, heads, actions), the G q follows
+    g = dai.pair_efe(params, s, len(ACTIONS))  # (n * n, heads, actions), the G q follows
     k = dai.head_schedule(g.shape[1], found)[0]  # the head q follows
     logq = dai.log_softmax(dai.mlp(params["policy"], s))  # (n * n, actions)
     visited = buf["s"][: buf["size"]]

@@ -132,7 +132,7 @@ def test_beliefs_draws_what_the_agents_own_functions_give_state_by_state(tmp_pat
         assert grids[f"lambda_{i}"] == dai.epistemic_weight_at(step, 30.0, 20_000, state["reward_step"] >= 0) > 0
         for j, s in enumerate(grids["states"]):
             assert grids[f"mode_{i}"].flat[j] == dai.act(params["policy"], s)
-            g = dai.pessimistic_efe(params, s[None], 3)[0, int(grids[f"head_{i}"])]  # (actions,)
+            g = dai.pair_efe(params, s[None], 3)[0, int(grids[f"head_{i}"])]  # (actions,)
             assert grids[f"min_g_{i}"].flat[j] == pytest.approx(g.min(), rel=1e-5)
             e = []
             for a in range(3):
@@ -171,10 +171,10 @@ def test_the_handwritten_floor_computes_dai_updates_gradient(reward_step):
     d = dai.transition_target(s, batch["s_next"], buf["delta_stats"], False)
     e = dai.epistemic_value(dai.prediction_error(params["transition"], s, a_onehot, d), 4, False)
     k, w = dai.head_schedule(2, found)
-    v_next = dai.bootstrap_value(dai.pessimistic_efe(target, batch["s_next"], 2), dai.mlp(params["policy"], batch["s_next"]))
+    v_next = dai.bootstrap_value(dai.pair_efe(target, batch["s_next"], 2), dai.mlp(params["policy"], batch["s_next"]))
     y = dai.efe_targets(batch["r"], e, batch["terminated"], v_next, cfg.gamma, np.array([0.0, 7.0], np.float32))
     grads = {"transition": dai.transition_loss_and_grad(params["transition"], s, a_onehot, d)[1],
-             "policy": dai.policy_loss_and_grad(params["policy"], s, dai.pessimistic_efe(params, s, 2)[:, k], 2.0)[1],
+             "policy": dai.policy_loss_and_grad(params["policy"], s, dai.pair_efe(params, s, 2)[:, k], 2.0)[1],
              **{net: dai.efe_loss_and_grad(params[net], s, a_onehot, y, np.array(w, np.float32))[1] for net in dai.EFE_NETS}}
     autograd = np.concatenate([x.ravel() for net in params for W_b in grads[net] for x in W_b])
     written = handwritten_gradient(params, target, state, batch, buf["delta_stats"], cfg, 7.0)
