@@ -1,6 +1,6 @@
 """Deep active inference as variational policy gradients (Millidge 2019), in one file.
 
-    pip install -r requirements.txt && python dai.py CartPole-v1    # train with the defaults: 50k env steps
+    pip install -r requirements.txt && python dai.py CartPole-v1    # train with the defaults: 20k env steps
     python dai.py --help                                            # every hyperparameter, its meaning and default
 
 The agent acts to minimise the expected free energy (EFE) G of the future. Reward is the log prior
@@ -51,17 +51,17 @@ class Config:
     """Every hyperparameter. Each field is a command-line flag of the same name in kebab case."""
     env_id: str = "CartPole-v1"  # Gymnasium id: Discrete actions, flat Box or Discrete observations
     seed: int = 0  # seeds the env, its action space and the one NumPy generator used for the rest
-    total_steps: int = 50_000  # environment steps to train for (when resuming: the total, steps done included)
+    total_steps: int = 20_000  # environment steps to train for (when resuming: the total, steps done included)
     hidden_size: int = 128  # ReLU units in each hidden layer of all three networks
     hidden_layers: int = 2  # hidden layers in each network
     learning_rate: float = 2e-3  # Adam step size for the three networks
-    batch_size: int = 64  # transitions per minibatch update
+    batch_size: int = 256  # transitions per minibatch update
     buffer_size: int = 100_000  # replay buffer capacity (the oldest transitions are overwritten)
     learning_starts: int = 1_000  # env steps collected (with the uniform initial policy) before the first update
-    train_every: int = 1  # env steps between update rounds
+    train_every: int = 2  # env steps between update rounds
     updates: int = 1  # minibatch updates per update round
-    gamma: float = 0.99  # discount of future expected free energy, in [0, 1)
-    tau: float = 0.005  # Polyak rate of the target EFE net, in (0, 1]; 1 = a hard copy every update
+    gamma: float = 0.995  # discount of future expected free energy, in [0, 1)
+    tau: float = 0.04  # Polyak rate of the target EFE nets, in (0, 1]; 1 = a hard copy every update
     epistemic_weight: float = 30.0  # lambda_0, the weight of the epistemic value at step 0, >= 0 (0: reward alone)
     epistemic_decay_fraction: float = 0.1  # share of total_steps over which lambda falls to 0, >= 0 (0: constant)
     raw_epistemic: bool = False  # the author's epistemic term: e = raw eps, one EFE head, no switch at the reward
