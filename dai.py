@@ -3,10 +3,9 @@
     pip install -r requirements.txt && python dai.py CartPole-v1    # train with the defaults: 20k env steps
     python dai.py --help                                            # every hyperparameter, its meaning and default
 
-The agent acts to minimise the expected free energy (EFE) G of the future. Reward is the log prior
-preference over outcomes, so -r is the pragmatic part of G; the transition model's surprise at an
-outcome is the epistemic part (information gain), which makes an action *more* attractive. Four
-networks (the EFE net twice) and the EFE nets' target copies learn from a replay buffer; the maths:
+The agent acts to minimise the expected free energy (EFE) G of the future. Reward is the log prior preference
+over outcomes, so -r is the pragmatic part of G; the transition model's surprise at an outcome is the epistemic
+part (information gain), which makes an action *more* attractive. Four networks (two for G, with target copies):
 
     transition model  f(s, a) ~ d = (s' - s - mu) / sigma, over running mu, sigma  transition_target()
     prediction error  eps = 1/2 |d - f(s, a)|^2                                   prediction_error()
@@ -25,8 +24,8 @@ networks (the EFE net twice) and the EFE nets' target copies learn from a replay
 
 (*) The reward is found when the episodes' returns span more than an episode's epistemic value: then
 lambda = 0 and G, read by nothing, stops learning (w = 0). lambda_k is 0 for G_prag, lambda_t for G.
-Minimising L_q is maximum-entropy RL with -G for Q and beta as inverse temperature: with lambda = 0 a
-discrete soft actor-critic on -G whose bootstrap lacks the entropy term (V = E_q[Gbar], not
+Minimising L_q is maximum-entropy RL with -G for Q and beta as inverse temperature: with lambda = 0 a discrete
+soft actor-critic (clipped double Q) on -G without the bootstrap's entropy term (V = E_q[Gbar], not
 E_q[Gbar] - H[q]/beta), and with beta -> oo too, greedy Q-learning on -G.
 """
 
@@ -134,8 +133,8 @@ def param_views(theta, sizes):
     return params
 
 def init_params(rng, sizes):
-    """He-normal weights, zero biases, the policy's output x0.01 (q starts uniform); a second EFE head
-    from a child stream, so that all else drawn from rng is the one-head agent's."""
+    """He-normal weights, zero biases, the policy's output x0.01 (q starts uniform); the first EFE net's second
+    head from a child stream, so that f, q and the first G_prag start as the one-head agent's."""
     theta = np.zeros(sum(m * n + n for s in sizes.values() for m, n in zip(s[:-1], s[1:])), dtype=np.float32)
     params = param_views(theta, sizes)
     n_actions, efe_out = sizes["policy"][-1], params["efe"][-1][0]  # efe_out: (hidden, heads * n_actions)
@@ -157,8 +156,7 @@ def mlp_inputs(layers, x):
 
 @primitive
 def mlp(layers, x):
-    """(batch, in) -> (batch, out), ReLU hidden layers; backward by hand (mlp_vjp), as autograd's per-op
-    bookkeeping made the MLP the slowest part of an update."""
+    """(batch, in) -> (batch, out), ReLU hidden layers; backward by hand (mlp_vjp), faster than autograd's."""
     return mlp_inputs(layers, x)[1]
 
 def mlp_vjp(out, layers, x):
@@ -197,9 +195,8 @@ def epistemic_value(eps, obs_dim, raw):
     return eps if raw else np.minimum(eps / obs_dim, 1.0)
 
 def epistemic_weight_at(step, weight, decay_steps, reward_found):
-    """lambda_t = lambda_0 max(0, 1 - t/T) (T = 0: constant) until the returns seen span more than an episode's epistemic
-    value E = sum_t max(0, 1 - t/T) e_t, then 0: an unlearned model's surprise outweighs small costs and lucky returns,
-    a learned one's does not, and then the preferences choose. A network's error never reaches 0, so lambda also fades."""
+    """lambda_t = lambda_0 max(0, 1 - t/T) (T = 0: constant; a network's error never reaches 0), until the returns span more
+    than an episode's E = sum_t max(0, 1 - t/T) e_t (*): an unlearned model's surprise outweighs small costs, a learned one's not."""
     return 0.0 if reward_found else (weight if decay_steps == 0 else weight * max(0.0, 1.0 - step / decay_steps))
 
 def efe_heads(layers, s, n_actions):
@@ -208,17 +205,13 @@ def efe_heads(layers, s, n_actions):
     return anp.reshape(g, (g.shape[0], -1, n_actions))
 
 def pair_efe(nets, s, n_actions):
-    """The pair's EFE, pessimistic about the reward and optimistic about novelty: max(G1, G2) on G_prag, as SAC's
-    clipped double Q takes the lower Q, so the bootstrap does not feed on errors that flatter an action; min(G1, G2)
-    on G, so the bonus draws the agent to where either net expects to learn.  (batch, heads, n_actions)"""
+    """Pessimistic about reward, optimistic about novelty: max(G1, G2) on G_prag (SAC's clipped double Q), so the
+    bootstrap does not feed on errors that flatter an action; min(G1, G2) on G, the bonus's head.  (batch, heads, n_actions)"""
     g1, g2 = efe_heads(nets["efe"], s, n_actions), efe_heads(nets["efe2"], s, n_actions)
-    g = np.maximum(g1, g2)
-    g[:, 1:] = np.minimum(g1[:, 1:], g2[:, 1:])  # G, the head with the bonus (none with raw_epistemic)
-    return g
+    return np.concatenate([np.maximum(g1[:, :1], g2[:, :1]), np.minimum(g1[:, 1:], g2[:, 1:])], axis=1)
 
 def head_schedule(n_heads, reward_found):
-    """(k, w): the head k that q follows, each head's weight w in L_G. Once the reward is found q follows
-    G_prag, which never saw the bonus, so none lingers in the policy; G, read by nothing, stops learning."""
+    """(k, w): the head k that q follows and each head's weight in L_G: G, then G_prag (never bonused) once the reward is found*."""
     if n_heads == 1:
         return 0, (1.0,)
     return (0, (1.0, 0.0)) if reward_found else (1, (1.0, 1.0))
@@ -322,8 +315,7 @@ def make_env(env_id, env_kwargs=""):
 
 def encode(obs, space):
     """An observation as a float32 vector: a Box as it is, a Discrete one as one-hot."""
-    is_discrete = isinstance(space, gym.spaces.Discrete)
-    return one_hot(int(obs) - int(space.start), int(space.n)) if is_discrete else np.asarray(obs, dtype=np.float32)
+    return one_hot(int(obs) - int(space.start), int(space.n)) if isinstance(space, gym.spaces.Discrete) else np.asarray(obs, np.float32)
 
 def act(policy_layers, s, rng=None):
     """Sample a ~ q(.|s), or take the mode of q when rng is None. Returns an action index."""
@@ -338,8 +330,7 @@ class StopTraining(Exception): """StopTraining(message, exit code): on Ctrl-C (1
 
 def sizes_of(env, cfg):
     """network_sizes() for this env and config; a Discrete(m) observation is one-hot, of length m."""
-    space = env.observation_space
-    obs_dim = space.n if isinstance(space, gym.spaces.Discrete) else space.shape[0]
+    obs_dim = env.observation_space.n if isinstance(env.observation_space, gym.spaces.Discrete) else env.observation_space.shape[0]
     return network_sizes(int(obs_dim), int(env.action_space.n), cfg.hidden_size, cfg.hidden_layers, 2 - cfg.raw_epistemic)
 
 def init_state(rng, sizes, precision):
@@ -351,16 +342,11 @@ def init_state(rng, sizes, precision):
             "adam_theta": adam_init(theta), "adam_log_alpha": adam_init(log_alpha),
             "return_range": np.array([np.inf, -np.inf]), "reward_step": -1}
 
-def target_views(target_theta, sizes):
-    """{"efe": [(W, b), ...], "efe2": ...}, the target nets, views into target_theta."""
-    return param_views(target_theta, {net: sizes[net] for net in EFE_NETS})
-
 def precision_of(state):
     return float(np.exp(-state["log_alpha"][0]))  # beta = 1/alpha
 
 def update(params, target, state, batch, delta_stats, cfg, weight):
-    """One minibatch update of f, G, q and beta at epistemic weight `weight`. The constants (y, and G in
-    L_q) are plain arrays computed first; one Adam step on theta updates all three networks."""
+    """One minibatch update of f, the EFE pair, q and beta; y and G in L_q are constant arrays; one Adam step on theta."""
     s, s_next, r, terminated = batch["s"], batch["s_next"], batch["r"], batch["terminated"]
     n_actions = params["policy"][-1][1].shape[0]
     a_onehot = one_hot(batch["a"], n_actions)  # (batch, n_actions)
@@ -409,7 +395,7 @@ def train(cfg, progress=print, checkpoint=None):
         state, buf, rng, start = restore(checkpoint, cfg, sizes)
         if start >= cfg.total_steps:
             raise UsageError(f"the checkpoint is at step {start}; pass --total-steps above it to train on, or --eval-only")
-    params, target = param_views(state["theta"], sizes), target_views(state["target_theta"], sizes)
+    params, target = param_views(state["theta"], sizes), param_views(state["target_theta"], {n: sizes[n] for n in EFE_NETS})
     obs, _ = env.reset(seed=cfg.seed + start)  # the env once (offset by the steps done when resuming)
     env.action_space.seed(cfg.seed + start)
     decay_steps, span = round(cfg.epistemic_decay_fraction * cfg.total_steps), state["return_range"]  # lowest, highest return
@@ -463,8 +449,7 @@ def train(cfg, progress=print, checkpoint=None):
     except KeyboardInterrupt:
         if cfg.save:
             save_checkpoint(cfg.save, cfg, done_steps, sizes, state, buf, rng)
-        saved_to = f"; checkpoint saved to {cfg.save}" if cfg.save else ""
-        raise StopTraining(f"interrupted at step {done_steps}{saved_to}", 130) from None
+        raise StopTraining(f"interrupted at step {done_steps}" + (f"; checkpoint saved to {cfg.save}" if cfg.save else ""), 130) from None
     finally:
         env.close()
     progress(f"done: {cfg.env_id} seed {cfg.seed} | steps {cfg.total_steps} | final eval_return "
@@ -476,10 +461,8 @@ CHECKPOINT_VERSION = 6
 
 def flatten(tree, prefix=""):
     """{"a": {"b": x}} -> {"a.b": np.asarray(x)}: nested dicts as the flat arrays of an .npz."""
-    flat = {}
-    for key, value in tree.items():
-        flat.update(flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: np.asarray(value)})
-    return flat
+    return {k: v for key, value in tree.items() for k, v in
+            (flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: np.asarray(value)}).items()}
 
 def checkpoint_arrays(cfg, step, sizes, state, buf, rng):
     """A checkpoint: format, hyperparameters, env sizes, step, generator state, learner and buffer."""
@@ -513,7 +496,7 @@ def read_checkpoint(path):
     except Exception as e:  # anything a damaged file can raise while being parsed
         raise UsageError(f"{path} is not a readable checkpoint (truncated or not an .npz file: {e})") from None
     types = {f.name: (f.type, int if f.type is float else f.type) for f in dataclasses.fields(Config) if f.name not in RUN_OPTIONS}
-    try:  # format 4, and its config a JSON object of every hyperparameter with its field's type (an int for a float)
+    try:  # this format, and its config a JSON object of every hyperparameter with its field's type (an int for a float)
         version, config = ckpt.get("format_version"), json.loads(str(ckpt.get("config")))
         if (version.dtype.kind not in "iu" or version.shape or version != CHECKPOINT_VERSION
                 or config.keys() != types.keys() or not all(type(config[k]) in types[k] for k in types)):
@@ -552,17 +535,16 @@ def restore(ckpt, cfg, sizes):
 # -------------------- Evaluation ---------------------------------------------------------------
 def evaluate(params, env_id, episodes, seed, env_kwargs=""):
     """Returns of `episodes` episodes acting with the mode of q, on a fresh env seeded `seed`."""
-    env = make_env(env_id, env_kwargs)
-    returns, (obs, _) = [], env.reset(seed=seed)
-    for _ in range(episodes):
-        total, done = 0.0, False
-        while not done:
-            a = act(params["policy"], encode(obs, env.observation_space))
-            obs, r, terminated, truncated, _ = env.step(int(a) + int(env.action_space.start))
-            total, done = total + float(r), terminated or truncated
-        returns.append(total)
-        obs, _ = env.reset()
-    env.close()
+    with make_env(env_id, env_kwargs) as env:
+        returns, (obs, _) = [], env.reset(seed=seed)
+        for _ in range(episodes):
+            total, done = 0.0, False
+            while not done:
+                a = act(params["policy"], encode(obs, env.observation_space))
+                obs, r, terminated, truncated, _ = env.step(int(a) + int(env.action_space.start))
+                total, done = total + float(r), terminated or truncated
+            returns.append(total)
+            obs, _ = env.reset()
     return returns
 
 # -------------------- Command line -------------------------------------------------------------

@@ -190,7 +190,7 @@ def test_the_policy_follows_g_until_the_reward_is_found_then_g_prag():
         state = dai.init_state(np.random.default_rng(0), sizes, 1.0)
         state["reward_step"] = reward_step
         params = dai.param_views(state["theta"], sizes)
-        target = dai.target_views(state["target_theta"], sizes)
+        target = dai.param_views(state["target_theta"], {n: sizes[n] for n in dai.EFE_NETS})
         batch = dai.buffer_sample(buf, np.random.default_rng(1), 16)
         g_heads = dai.pair_efe(params, batch["s"], 2)  # (batch, heads, actions)
         expected = [float(dai.policy_loss(params["policy"], batch["s"], g_heads[:, k], 1.0)) for k in (0, 1)]
@@ -320,7 +320,7 @@ def test_the_efe_pair_bootstraps_g_prag_on_its_max_and_g_on_its_min_and_both_net
     for _ in range(50):
         s = rng.normal(size=3).astype(np.float32)
         dai.buffer_add(buf, s, rng.integers(2), rng.normal(), s + rng.normal(0, 0.1, 3).astype(np.float32), 0.0)
-    params, target = dai.param_views(state["theta"], sizes), dai.target_views(state["target_theta"], sizes)
+    params, target = dai.param_views(state["theta"], sizes), dai.param_views(state["target_theta"], {n: sizes[n] for n in dai.EFE_NETS})
     batch, y, g = dai.buffer_sample(buf, rng, 8), np.zeros((8, 2)), np.zeros((8, 2))
     s, a_onehot = batch["s"], dai.one_hot(batch["a"], 2)
     e = dai.epistemic_value(dai.prediction_error(params["transition"], s, a_onehot,

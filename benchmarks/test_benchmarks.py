@@ -160,7 +160,7 @@ def test_the_handwritten_floor_computes_dai_updates_gradient(reward_step):
     state["reward_step"] = reward_step
     params = dai.param_views(state["theta"], sizes)
     state["target_theta"] += rng.normal(0, 0.01, state["target_theta"].shape).astype(np.float32)
-    target = dai.target_views(state["target_theta"], sizes)
+    target = dai.param_views(state["target_theta"], {n: sizes[n] for n in dai.EFE_NETS})
     buf = dai.buffer_init(256, 4)
     for _ in range(256):
         s = rng.normal(size=4).astype(np.float32)

@@ -87,7 +87,7 @@ def ms_per_update(cfg, sizes, n, update=dai.update):
     rng = np.random.default_rng(0)
     state = dai.init_state(rng, sizes, cfg.precision)
     params = dai.param_views(state["theta"], sizes)
-    target = dai.target_views(state["target_theta"], sizes)
+    target = dai.param_views(state["target_theta"], {n: sizes[n] for n in dai.EFE_NETS})
     obs_dim, n_actions = sizes["efe"][0], sizes["policy"][-1]
     buf = dai.buffer_init(10_000, obs_dim)
     for _ in range(10_000):
