@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy loads: one BLAS thread, the fastest at these sizes
 import autograd.numpy as anp  # inside every function that autograd differentiates
 import gymnasium as gym
 import numpy as np  # everywhere else
@@ -347,8 +348,7 @@ def precision_of(state):
 
 def update(params, target, state, batch, delta_stats, cfg, weight):
     """One minibatch update of f, the EFE pair, q and beta; y and G in L_q are constant arrays; one Adam step on theta."""
-    s, s_next, r, terminated = batch["s"], batch["s_next"], batch["r"], batch["terminated"]
-    n_actions = params["policy"][-1][1].shape[0]
+    s, s_next, r, terminated, n_actions = batch["s"], batch["s_next"], batch["r"], batch["terminated"], len(params["policy"][-1][1])
     a_onehot = one_hot(batch["a"], n_actions)  # (batch, n_actions)
     d = transition_target(s, s_next, delta_stats, cfg.raw_epistemic)  # (batch, obs_dim)
     e = epistemic_value(prediction_error(params["transition"], s, a_onehot, d), s.shape[1], cfg.raw_epistemic)
