@@ -74,7 +74,6 @@ class Config:
     save: str = ""  # checkpoint file (.npz), written at every evaluation, at the end and on Ctrl-C
     load: str = ""  # checkpoint to resume from (its config, then the flags given)
     eval_only: bool = False  # with load: evaluate the saved agent for eval_episodes, no training
-    pair_g: str = "min"  # EXPERIMENT: how the pair gives G, the bonus's head: min, max, mean, or net1 (the first net's)
 RUN_OPTIONS = ("save", "load", "eval_only")  # not hyperparameters: not stored in a checkpoint
 
 class UsageError(Exception): """Bad input (a flag, an environment, a checkpoint): one line, exit code 2."""
@@ -206,12 +205,11 @@ def efe_heads(layers, s, n_actions):
     g = mlp(layers, s)  # (batch, heads * n_actions)
     return anp.reshape(g, (g.shape[0], -1, n_actions))
 
-def pair_efe(nets, s, n_actions, pair_g="min"):
+def pair_efe(nets, s, n_actions):
     """Pessimistic about reward, optimistic about novelty: max(G1, G2) on G_prag (SAC's clipped double Q), so the
     bootstrap does not feed on errors that flatter an action; min(G1, G2) on G, the bonus's head.  (batch, heads, n_actions)"""
     g1, g2 = efe_heads(nets["efe"], s, n_actions), efe_heads(nets["efe2"], s, n_actions)
-    g = {"min": np.minimum, "max": np.maximum, "mean": lambda a, b: 0.5 * (a + b), "net1": lambda a, b: a}[pair_g]
-    return np.concatenate([np.maximum(g1[:, :1], g2[:, :1]), g(g1[:, 1:], g2[:, 1:])], axis=1)
+    return np.concatenate([np.maximum(g1[:, :1], g2[:, :1]), np.minimum(g1[:, 1:], g2[:, 1:])], axis=1)
 
 def head_schedule(n_heads, reward_found):
     """(k, w): the head k that q follows and each head's weight in L_G: G, then G_prag (never bonused) once the reward is found*."""
@@ -355,11 +353,11 @@ def update(params, target, state, batch, delta_stats, cfg, weight):
     d = transition_target(s, s_next, delta_stats, cfg.raw_epistemic)  # (batch, obs_dim)
     e = epistemic_value(prediction_error(params["transition"], s, a_onehot, d), s.shape[1], cfg.raw_epistemic)
     logits_next = mlp(params["policy"], s_next)  # (batch, n_actions)
-    g_next = pair_efe(target, s_next, n_actions, cfg.pair_g)  # (batch, heads, n_actions)
+    g_next = pair_efe(target, s_next, n_actions)  # (batch, heads, n_actions)
     k, w = head_schedule(g_next.shape[1], state["reward_step"] >= 0)
     weights = np.array([weight] if g_next.shape[1] == 1 else [0.0, weight], dtype=np.float32)  # lambda_k
     y = efe_targets(r, e, terminated, bootstrap_value(g_next, logits_next), cfg.gamma, weights)  # (batch, heads)
-    g = pair_efe(params, s, n_actions, cfg.pair_g)[:, k]  # (batch, n_actions), the head q follows
+    g = pair_efe(params, s, n_actions)[:, k]  # (batch, n_actions), the head q follows
     loss_t, grad_t = transition_loss_and_grad(params["transition"], s, a_onehot, d)
     (loss_g, grad_g), (_, grad_g2) = (efe_loss_and_grad(params[net], s, a_onehot, y, np.float32(w)) for net in EFE_NETS)
     loss_q, grad_q = policy_loss_and_grad(params["policy"], s, g, precision_of(state))
