@@ -1,6 +1,6 @@
 """Deep active inference as variational policy gradients (Millidge 2019), in one file.
 
-    pip install -r requirements.txt && python dai.py CartPole-v1    # train with the defaults: 20k env steps
+    pip install -r requirements.txt && python dai.py CartPole-v1    # train with the defaults: 17.5k env steps
     python dai.py --help                                            # every hyperparameter, its meaning and default
 
 The agent acts to minimise the expected free energy (EFE) G of the future. Reward is the log prior preference
@@ -51,7 +51,7 @@ class Config:
     """Every hyperparameter. Each field is a command-line flag of the same name in kebab case."""
     env_id: str = "CartPole-v1"  # Gymnasium id: Discrete actions, flat Box or Discrete observations
     seed: int = 0  # seeds the env, its action space and the one NumPy generator used for the rest
-    total_steps: int = 20_000  # environment steps to train for (when resuming: the total, steps done included)
+    total_steps: int = 17_500  # environment steps to train for (when resuming: the total, steps done included)
     hidden_size: int = 128  # ReLU units in each hidden layer of all three networks
     hidden_layers: int = 2  # hidden layers in each network
     learning_rate: float = 2e-3  # Adam step size for the three networks
