@@ -64,7 +64,7 @@ class Config:
     tau: float = 0.04  # Polyak rate of the target EFE nets, in (0, 1]; 1 = a hard copy every update
     epistemic_weight: float = 30.0  # lambda_0, the weight of the epistemic value at step 0, >= 0 (0: reward alone)
     epistemic_decay_fraction: float = 0.1  # share of total_steps over which lambda falls to 0, >= 0 (0: constant)
-    raw_epistemic: bool = False  # the author's epistemic term: e = raw eps, one EFE head, no switch at the reward
+    raw_epistemic: bool = False  # the author's epistemic term: e = raw eps, one head per EFE net, no switch at the reward
     precision: float = 1.0  # beta: the fixed precision, or its starting value when learned
     target_entropy: float = 0.3  # policy entropy beta is learned to hold, as a fraction of log(n_actions), in (0, 1)
     precision_learning_rate: float = 3e-4  # Adam step size of log(1/beta), >= 0; 0 = a fixed precision
