@@ -52,9 +52,9 @@ class Config:
     env_id: str = "CartPole-v1"  # Gymnasium id: Discrete actions, flat Box or Discrete observations
     seed: int = 0  # seeds the env, its action space and the one NumPy generator used for the rest
     total_steps: int = 17_500  # environment steps to train for (when resuming: the total, steps done included)
-    hidden_size: int = 128  # ReLU units in each hidden layer of all three networks
+    hidden_size: int = 128  # ReLU units in each hidden layer of every network
     hidden_layers: int = 2  # hidden layers in each network
-    learning_rate: float = 2e-3  # Adam step size for the three networks
+    learning_rate: float = 2e-3  # Adam step size for the networks
     batch_size: int = 256  # transitions per minibatch update
     buffer_size: int = 100_000  # replay buffer capacity (the oldest transitions are overwritten)
     learning_starts: int = 1_000  # env steps collected (with the uniform initial policy) before the first update
