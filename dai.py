@@ -67,7 +67,7 @@ class Config:
     raw_epistemic: bool = False  # the author's epistemic term: e = raw eps, one head per EFE net, no switch at the reward
     precision: float = 1.0  # beta: the fixed precision, or its starting value when learned
     target_entropy: float = 0.3  # policy entropy beta is learned to hold, as a fraction of log(n_actions), in (0, 1)
-    precision_learning_rate: float = 3e-4  # Adam step size of log(1/beta), >= 0; 0 = a fixed precision
+    precision_learning_rate: float = 6e-4  # Adam step size of log(1/beta), >= 0; 0 = a fixed precision
     eval_every: int = 2_500  # env steps between evaluations, each with a progress line; 0 = only at the end
     eval_episodes: int = 20  # episodes per evaluation (mode of q, separate env seeded seed + 10000)
     env_kwargs: str = ""  # JSON object of keyword arguments for gymnasium.make, e.g. '{"is_slippery": false}'
