@@ -3,30 +3,25 @@
     pip install -r requirements.txt && python dai.py CartPole-v1    # train with the defaults: 17.5k env steps
     python dai.py --help                                            # every hyperparameter, its meaning and default
 
-The agent acts to minimise the expected free energy (EFE) G of the future. Reward is the log prior preference
-over outcomes, so -r is the pragmatic part of G; the transition model's surprise at an outcome is the epistemic
-part (information gain), which makes an action *more* attractive. Four networks (two for G, with target copies):
+The agent acts to minimise the expected free energy (EFE) of the future. Reward is the log prior preference
+over outcomes, so -r is the pragmatic part; the epistemic part is what an action's outcome would teach the
+agent about its transition model, and it makes the action *more* attractive (the paper's sign).
 
-    transition model  f(s, a) ~ d = (s' - s - mu) / sigma, over running mu, sigma  transition_target()
-    prediction error  eps = 1/2 |d - f(s, a)|^2                                   prediction_error()
-    transition loss   L_T = mean eps                                              transition_loss()
-    epistemic value   e = min(eps / D, 1), D the state's dimensions               epistemic_value()
-    epistemic weight  lambda_t = lambda_0 max(0, 1 - t/T), 0 once reward found*   epistemic_weight_at()
-    EFE net           heads G_prag(s, .) from reward alone and G(s, .) with e     efe_heads()
-    EFE pair          two nets learn each y; G_prag = max(G1, G2), G = min(G1, G2)  pair_efe()
-    followed head     q follows G until the reward is found*, then G_prag         head_schedule()
-    bootstrap value   V_k(s') = sum_a' q(a'|s') Gbar_k(s', a')                      bootstrap_value()
-    EFE targets       y_k = -r - lambda_k e + gamma (1 - terminated) V_k(s')      efe_targets()
-    EFE loss          L_G = mean sum_k w_k (G_k(s, a) - y_k)^2                    efe_loss()
-    policy loss       L_q = KL[q(.|s) || softmax(-beta G(s, .))]                 policy_loss()
-    precision         beta = 1/alpha, log alpha descends log alpha (H[q] - H_tgt)  precision_gradient()
-    target net        Gbar <- (1 - tau) Gbar + tau G                              polyak()
+    transition target  d = ((s' - s - mu) / sigma) R, running mean mu and total variance sigma^2  transition_target()
+    K heads            f_k(s, a) = g_k(s, a) + p_k(s, a), p_k a fixed random prior      ensemble_predictions()
+    transition loss    L_T = mean 1/2 |d - f_k(s, a)|^2, each head on its own half       transition_loss()
+    information gain   e(s, a) = 1/2 sum_d Var_k f_k,d(s, a), for every action a         information_gain()
+    EFE pair           two nets, each with heads G_r and G_e; max(G1, G2) on G_r, min on G_e   pair_efe()
+    EFE targets        y_r = -r + gamma (1 - terminated) sum_a' q(a'|s') Gbar_r(s', a')   efe_targets()
+                       y_e = gamma_e (1 - terminated) sum_a' q(a'|s') [Gbar_e - lambda e](s', a')
+    EFE loss           L_G = mean sum_k (G_k(s, a) - y_k)^2, for each net of the pair    efe_loss()
+    policy loss        L_q = KL[q(.|s) || softmax(-beta (G_r + G_e - lambda e)(s, .))]  policy_loss()
+    precision          beta = 1/alpha, log alpha descends log alpha (H[q] - H_tgt)      precision_gradient()
+    target nets        Gbar <- (1 - tau) Gbar + tau G                                  polyak()
 
-(*) The reward is found when the episodes' returns span more than an episode's epistemic value: then
-lambda = 0 and G, read by nothing, stops learning (w = 0). lambda_k is 0 for G_prag, lambda_t for G.
-Minimising L_q is maximum-entropy RL with -G for Q and beta as inverse temperature: with lambda = 0 a discrete
-soft actor-critic (clipped double Q) on -G without the bootstrap's entropy term (V = E_q[Gbar], not
-E_q[Gbar] - H[q]/beta), and with beta -> oo too, greedy Q-learning on -G.
+e is fresh from the model at every update, at s and s', so it leaves the targets as soon as the heads agree.
+Minimising L_q is maximum-entropy RL with -G for Q, beta the inverse temperature: with lambda = 0 discrete SAC
+(clipped double Q) on -G_r, no entropy term in V(s') = E_q[Gbar_r]; with beta -> oo too, greedy Q-learning.
 """
 
 import argparse
@@ -58,13 +53,12 @@ class Config:
     batch_size: int = 256  # transitions per minibatch update
     buffer_size: int = 100_000  # replay buffer capacity (the oldest transitions are overwritten)
     learning_starts: int = 1_000  # env steps collected (with the uniform initial policy) before the first update
-    train_every: int = 2  # env steps between update rounds
-    updates: int = 1  # minibatch updates per update round
+    train_every: int = 2  # env steps between minibatch updates
     gamma: float = 0.995  # discount of future expected free energy, in [0, 1)
     tau: float = 0.04  # Polyak rate of the target EFE nets, in (0, 1]; 1 = a hard copy every update
-    epistemic_weight: float = 30.0  # lambda_0, the weight of the epistemic value at step 0, >= 0 (0: reward alone)
-    epistemic_decay_fraction: float = 0.1  # share of total_steps over which lambda falls to 0, >= 0 (0: constant)
-    raw_epistemic: bool = False  # the author's epistemic term: e = raw eps, one head per EFE net, no switch at the reward
+    ensemble_size: int = 5  # K transition heads; their disagreement estimates the information gain
+    epistemic_weight: float = 10.0  # lambda, the weight of the information gain in G, >= 0 (0: reward alone)
+    raw_epistemic: bool = False  # the paper's epistemic term: lambda x the observed prediction error, paid as reward
     precision: float = 1.0  # beta: the fixed precision, or its starting value when learned
     target_entropy: float = 0.3  # policy entropy beta is learned to hold, as a fraction of log(n_actions), in (0, 1)
     precision_learning_rate: float = 6e-4  # Adam step size of log(1/beta), >= 0; 0 = a fixed precision
@@ -80,15 +74,14 @@ class UsageError(Exception): """Bad input (a flag, an environment, a checkpoint)
 
 def check_config(cfg):
     """Refuse nonsense hyperparameters with a one-line reason (NaN fails every range)."""
-    counts = ("total_steps", "hidden_size", "hidden_layers", "batch_size", "train_every", "updates", "eval_episodes")
+    counts = ("total_steps", "hidden_size", "hidden_layers", "batch_size", "train_every", "ensemble_size", "eval_episodes")
     rules = [(getattr(cfg, name) >= 1, f"{name} must be at least 1") for name in counts] + [
         (cfg.buffer_size >= cfg.batch_size, "buffer_size must be at least batch_size"),
         (cfg.learning_starts >= 0 and cfg.eval_every >= 0, "learning_starts and eval_every must be >= 0"),
         (cfg.learning_rate > 0 and cfg.precision_learning_rate >= 0, "learning_rate must be > 0, precision_learning_rate >= 0"),
         (0 <= cfg.gamma < 1, "gamma must be in [0, 1)"),
         (0 < cfg.tau <= 1, "tau must be in (0, 1]"),
-        (0 <= cfg.epistemic_weight < np.inf and 0 <= cfg.epistemic_decay_fraction < np.inf,
-         "epistemic_weight and epistemic_decay_fraction must be >= 0"),
+        (0 <= cfg.epistemic_weight < np.inf, "epistemic_weight must be >= 0"),
         (0 < cfg.precision < np.inf, "precision must be > 0"),
         (0 < cfg.target_entropy < 1, "target_entropy must be in (0, 1)")]
     for ok, message in rules:
@@ -114,14 +107,15 @@ def running_stats_add(stats, x):
     stats["m2"] += d * (x - stats["mean"])
 
 # -------------------- Networks and losses ------------------------------------------------------
-def network_sizes(obs_dim, n_actions, hidden_size, hidden_layers, n_heads):
+def network_sizes(obs_dim, n_actions, hidden_size, hidden_layers, ensemble_size):
     """Layer sizes of each network, input to output."""
-    hidden = [hidden_size] * hidden_layers
-    return {"transition": [obs_dim + n_actions, *hidden, obs_dim],  # (s, one-hot a) -> d
-            "efe": [obs_dim, *hidden, n_heads * n_actions],  # s -> G_k(s, a) for each head k and action a
+    hidden, predicted = [hidden_size] * hidden_layers, min(obs_dim, max(hidden_size // 4, 1))  # len(d)
+    return {"transition": [obs_dim + n_actions, *hidden, ensemble_size * predicted],  # (s, one-hot a) -> d, K heads
+            "efe": [obs_dim, *hidden, 2 * n_actions],  # s -> G_r(s, a), G_e(s, a) for each action a
             "policy": [obs_dim, *hidden, n_actions],  # s -> logits of q(a|s)
-            "efe2": [obs_dim, *hidden, n_heads * n_actions]}  # the EFE pair's second net
+            "efe2": [obs_dim, *hidden, 2 * n_actions]}  # the EFE pair's second net
 EFE_NETS = ("efe", "efe2")  # the networks that have a target copy
+EPISTEMIC_GAMMA = 0.9  # the discount of G_e, future information gain: a horizon of ~10 steps
 
 def param_views(theta, sizes):
     """{network: [(W, b), ...]}, all views into one flat vector theta, so one Adam step updates every network."""
@@ -134,17 +128,11 @@ def param_views(theta, sizes):
     return params
 
 def init_params(rng, sizes):
-    """He-normal weights, zero biases, the policy's output x0.01 (q starts uniform); the first EFE net's second
-    head from a child stream, so that f, q and the first G_prag start as the one-head agent's."""
+    """He-normal weights, zero biases."""
     theta = np.zeros(sum(m * n + n for s in sizes.values() for m, n in zip(s[:-1], s[1:])), dtype=np.float32)
     params = param_views(theta, sizes)
-    n_actions, efe_out = sizes["policy"][-1], params["efe"][-1][0]  # efe_out: (hidden, heads * n_actions)
-    he = lambda generator, W: generator.normal(0.0, np.sqrt(2.0 / W.shape[0]), W.shape)
     for W, _ in (layer for layers in params.values() for layer in layers):
-        first = W[:, :n_actions] if W is efe_out else W
-        first[...] = he(rng, first)
-    efe_out[:, n_actions:] = he(rng.spawn(1)[0], efe_out[:, n_actions:])  # empty with one head
-    params["policy"][-1][0][...] *= 0.01
+        W[...] = rng.normal(0.0, np.sqrt(2.0 / W.shape[0]), W.shape)
     return theta, params
 
 def mlp_inputs(layers, x):
@@ -173,65 +161,71 @@ def mlp_vjp(out, layers, x):
 
 defvjp(mlp, mlp_vjp)
 
-def transition_target(s, s_next, delta_stats, raw):
-    """d = (s' - s - mu) / sigma: errors in units of the dynamics' own spread (raw: s' - s).  (batch, obs_dim)"""
+def transition_target(s, s_next, delta_stats, projection, raw):
+    """d = ((s' - s - mu) / sigma) R, mu the running mean of s' - s and sigma^2 the sum of its running variances
+    (E|d|^2 = 1 on any scale; raw: (s' - s) R). R: identity, or for observations longer than hidden_size / 4
+    a fixed random projection to that length, which the heads can fit (a one-hot change is too long).  (batch, len(d))"""
     delta = s_next - s
     if raw:
-        return delta
-    sigma = np.maximum(np.sqrt(delta_stats["m2"] / max(delta_stats["count"], 1)), 1e-6)  # the running std, as np.std
-    return ((delta - delta_stats["mean"]) / sigma).astype(np.float32)
+        return delta @ projection
+    sigma = max(np.sqrt(np.sum(delta_stats["m2"]) / max(delta_stats["count"], 1)), 1e-6)
+    return ((delta - delta_stats["mean"]) / sigma @ projection).astype(np.float32)
 
-def prediction_error(layers, s, a_onehot, d):
-    """eps(s, a, s') = 1/2 |d - f(s, a)|^2, the model's surprise: a unit Gaussian's -log-likelihood.  (batch,)"""
-    f = mlp(layers, anp.concatenate([s, a_onehot], axis=1))  # f(s, a), the predicted d: (batch, obs_dim)
-    return 0.5 * anp.sum((d - f) ** 2, axis=1)
+def ensemble_predictions(layers, prior, s, a_onehot):
+    """f_k(s, a) = g_k(s, a) + p_k(s, a): K heads of one trained net g, each plus a fixed random prior p_k from a net a
+    quarter as wide, so that they disagree where they have no data and can agree where they have.  (batch, K, len(d))"""
+    x = anp.concatenate([s, a_onehot], axis=1)  # (batch, obs_dim + n_actions)
+    f = mlp(layers, x) + mlp(prior["layers"], x)  # (batch, K * len(d))
+    return anp.reshape(f, (x.shape[0], -1, prior["projection"].shape[1]))
 
-def transition_loss(layers, s, a_onehot, d):
-    """L_T = mean eps: fit the transition model by maximum likelihood."""
-    return anp.mean(prediction_error(layers, s, a_onehot, d))
+def scale_prior(prior, s, a_onehot):
+    """Scale the prior's output in place so that 1/2 sum_d Var_k p_k,d averages 1/2 over (s, a): as unsure as E|d|^2/2."""
+    x = np.concatenate([s, a_onehot], axis=1)
+    p = mlp(prior["layers"], x).reshape(len(x), -1, prior["projection"].shape[1])  # (batch, K, len(d))
+    spread = np.mean(0.5 * np.sum(np.var(p, axis=1), axis=1))
+    prior["layers"][-1][0][...] *= np.sqrt(0.5 / max(spread, 1e-12))  # W; its bias is 0
 
-def epistemic_value(eps, obs_dim, raw):
-    """e = min(eps / D, 1): ~0 where the model predicts the change, 1/2 where it does no better than the
-    average change; capped, so one transition adds at most lambda_t to G. raw: e = eps.  (batch,)"""
-    return eps if raw else np.minimum(eps / obs_dim, 1.0)
+def prediction_error(layers, prior, s, a_onehot, d):
+    """eps_k(s, a, s') = 1/2 |d - f_k(s, a)|^2, each head's surprise: a unit Gaussian's -log-likelihood.  (batch, K)"""
+    return 0.5 * anp.sum((d[:, None, :] - ensemble_predictions(layers, prior, s, a_onehot)) ** 2, axis=2)
 
-def epistemic_weight_at(step, weight, decay_steps, reward_found):
-    """lambda_t = lambda_0 max(0, 1 - t/T) (T = 0: constant; a network's error never reaches 0), until the returns span more
-    than an episode's E = sum_t max(0, 1 - t/T) e_t (*): an unlearned model's surprise outweighs small costs, a learned one's not."""
-    return 0.0 if reward_found else (weight if decay_steps == 0 else weight * max(0.0, 1.0 - step / decay_steps))
+def transition_loss(layers, prior, s, a_onehot, d, mask):
+    """L_T = mean eps_k over the (transition, head) pairs whose mask is 1: each head fits its own data.  mask: (batch, K)"""
+    return anp.sum(mask * prediction_error(layers, prior, s, a_onehot, d)) / np.sum(mask)
 
-def efe_heads(layers, s, n_actions):
-    """Each head's EFE at s: (G_prag, G), or (G,) with raw_epistemic.  (batch, heads, n_actions)"""
-    g = mlp(layers, s)  # (batch, heads * n_actions)
-    return anp.reshape(g, (g.shape[0], -1, n_actions))
+def information_gain(layers, prior, s, n_actions):
+    """e(s, a) = 1/2 sum_d Var_k f_k,d(s, a) for every a. For K equally likely heads and noise s2, the information gain
+    I(s'; k) <= 1/2 sum_d log(1 + Var_k f_k,d / s2) ~ e / s2: ~0 where the heads have data, noisy or not.  (batch, n_actions)"""
+    s_each = np.repeat(s, n_actions, axis=0)  # (batch * n_actions, obs_dim): each state once per action
+    a_each = np.tile(np.eye(n_actions, dtype=np.float32), (len(s), 1))  # (batch * n_actions, n_actions)
+    f = ensemble_predictions(layers, prior, s_each, a_each)  # (batch * n_actions, K, len(d))
+    return 0.5 * np.sum(np.var(f, axis=1), axis=1).reshape(len(s), n_actions)
+
+def efe_values(layers, s, n_actions):
+    """(G_r(s, .), G_e(s, .)): the EFE of what follows a, from reward and from information gain.  (batch, 2, n_actions)"""
+    g = mlp(layers, s)  # (batch, 2 * n_actions)
+    return anp.reshape(g, (g.shape[0], 2, n_actions))
 
 def pair_efe(nets, s, n_actions):
-    """Pessimistic about reward, optimistic about novelty: max(G1, G2) on G_prag (SAC's clipped double Q), so the
-    bootstrap does not feed on errors that flatter an action; min(G1, G2) on G, the bonus's head.  (batch, heads, n_actions)"""
-    g1, g2 = efe_heads(nets["efe"], s, n_actions), efe_heads(nets["efe2"], s, n_actions)
-    return np.concatenate([np.maximum(g1[:, :1], g2[:, :1]), np.minimum(g1[:, 1:], g2[:, 1:])], axis=1)
-
-def head_schedule(n_heads, reward_found):
-    """(k, w): the head k that q follows and each head's weight in L_G: G, then G_prag (never bonused) once the reward is found*."""
-    if n_heads == 1:
-        return 0, (1.0,)
-    return (0, (1.0, 0.0)) if reward_found else (1, (1.0, 1.0))
+    """max(G1, G2) on G_r, pessimistic as SAC's clipped double Q; min(G1, G2) on G_e, optimistic.  (batch, 2, n_actions)"""
+    g1, g2 = efe_values(nets["efe"], s, n_actions), efe_values(nets["efe2"], s, n_actions)
+    return np.stack([np.maximum(g1[:, 0], g2[:, 0]), np.minimum(g1[:, 1], g2[:, 1])], axis=1)
 
 def bootstrap_value(g_next, logits_next):
-    """V_k(s') = sum_a' q(a'|s') Gbar_k(s', a'), the EFE of following q from s'.  (batch, heads)"""
+    """V(s') = sum_a' q(a'|s') G(s', a'), the EFE of following q from s', for each of G's last-axis rows."""
     q = np.exp(log_softmax(logits_next))  # (batch, n_actions)
-    return np.sum(q[:, None, :] * g_next, axis=2)
+    return np.sum(q[:, None, :] * g_next, axis=-1) if g_next.ndim == 3 else np.sum(q * g_next, axis=1)
 
-def efe_targets(r, e, terminated, v_next, gamma, weights):
-    """y_k = -r - lambda_k e + gamma (1 - terminated) V_k(s'), weights = lambda_k.  (batch, heads)
-    The author's sign: surprise *lowers* G. A truncated (time-limit) s' still has a future."""
-    return -r[:, None] - weights * e[:, None] + gamma * (1.0 - terminated[:, None]) * v_next
+def efe_targets(r, e_next, terminated, v_next, gamma, gamma_e, lam):
+    """y_r = -r + gamma (1 - terminated) V_r(s'), y_e = gamma_e (1 - terminated) (V_e(s') - lambda E_q e(s', .)).
+    A truncated (time-limit) s' still has a future.  e_next: (batch,) E_q e(s', .); v_next: (batch, 2)"""
+    alive = 1.0 - terminated
+    return np.stack([-r + gamma * alive * v_next[:, 0], gamma_e * alive * (v_next[:, 1] - lam * e_next)], axis=1)
 
-def efe_loss(layers, s, a_onehot, y, w):
-    """L_G = mean sum_k w_k (G_k(s, a) - y_k)^2, with y a constant.  y: (batch, heads)"""
-    g = efe_heads(layers, s, a_onehot.shape[1])  # (batch, heads, n_actions)
-    g_taken = anp.sum(g * a_onehot[:, None, :], axis=2)  # (batch, heads)
-    return anp.mean(anp.sum(w * (g_taken - y) ** 2, axis=1))
+def efe_loss(layers, s, a_onehot, y):
+    """L_G = mean sum_k (G_k(s, a) - y_k)^2 over both heads, with y a constant.  y: (batch, 2)"""
+    g_taken = anp.sum(efe_values(layers, s, a_onehot.shape[1]) * a_onehot[:, None, :], axis=2)  # (batch, 2)
+    return anp.mean(anp.sum((g_taken - y) ** 2, axis=1))
 
 def policy_loss(layers, s, g, beta):
     """L_q = mean KL[q(.|s) || softmax(-beta G(s, .))] = sum_a q (log q + beta G) + log Z(s), exact over
@@ -240,7 +234,6 @@ def policy_loss(layers, s, g, beta):
     logp = log_softmax(-beta * g)  # (batch, n_actions), constant
     return anp.mean(anp.sum(anp.exp(logq) * (logq - logp), axis=1))
 
-# One autograd call per loss: each network's parameters appear in its own loss only.
 transition_loss_and_grad = value_and_grad(transition_loss)
 efe_loss_and_grad = value_and_grad(efe_loss)
 policy_loss_and_grad = value_and_grad(policy_loss)
@@ -269,11 +262,13 @@ def adam_step(x, grad, state, lr, b1=0.9, b2=0.999, eps=1e-8):
     x -= lr * np.sqrt(1 - b2 ** state["t"]) / (1 - b1 ** state["t"]) * m / (np.sqrt(v) + eps)
 
 # -------------------- Replay buffer ------------------------------------------------------------
-def buffer_init(capacity, obs_dim):
-    """A ring buffer of (s, a, r, s', terminated), with the running statistics of every s' - s added."""
+def buffer_init(capacity, obs_dim, rng, ensemble_size):
+    """A ring buffer of (s, a, r, s', terminated), the running statistics of every s' - s added, and for each slot
+    a fixed random mask of the heads that learn from it: each head its own half of the data (a bootstrap)."""
     return {"s": np.zeros((capacity, obs_dim), np.float32), "a": np.zeros(capacity, np.int64),
             "r": np.zeros(capacity, np.float32), "s_next": np.zeros((capacity, obs_dim), np.float32),
             "terminated": np.zeros(capacity, np.float32), "index": 0, "size": 0,
+            "mask": (rng.random((capacity, ensemble_size)) < 0.5).astype(np.float32),
             "delta_stats": {"count": 0, "mean": np.zeros(obs_dim), "m2": np.zeros(obs_dim)}}
 
 def buffer_add(buf, s, a, r, s_next, terminated):
@@ -285,7 +280,7 @@ def buffer_add(buf, s, a, r, s_next, terminated):
 def buffer_sample(buf, rng, batch_size):
     """A minibatch drawn uniformly, with replacement, from the stored transitions."""
     i = rng.integers(0, buf["size"], size=batch_size)
-    return {key: buf[key][i] for key in ("s", "a", "r", "s_next", "terminated")}
+    return {key: buf[key][i] for key in ("s", "a", "r", "s_next", "terminated", "mask")}
 
 # -------------------- Acting -------------------------------------------------------------------
 def parse_env_kwargs(text):
@@ -332,54 +327,71 @@ class StopTraining(Exception): """StopTraining(message, exit code): on Ctrl-C (1
 def sizes_of(env, cfg):
     """network_sizes() for this env and config; a Discrete(m) observation is one-hot, of length m."""
     obs_dim = env.observation_space.n if isinstance(env.observation_space, gym.spaces.Discrete) else env.observation_space.shape[0]
-    return network_sizes(int(obs_dim), int(env.action_space.n), cfg.hidden_size, cfg.hidden_layers, 2 - cfg.raw_epistemic)
+    return network_sizes(int(obs_dim), int(env.action_space.n), cfg.hidden_size, cfg.hidden_layers, cfg.ensemble_size)
 
-def init_state(rng, sizes, precision):
-    """Parameters, target net, log(1/beta), Adam moments, the lowest and highest return, the step the reward was found."""
+def prior_sizes(transition_sizes):
+    """The layer sizes of the heads' prior: the transition net's, its hidden layers a quarter as wide."""
+    return [transition_sizes[0], *[max(n // 4, 1) for n in transition_sizes[1:-1]], transition_sizes[-1]]
+
+def prior_of(state, sizes):
+    """The fixed random parts of the transition model: the heads' prior net and the projection R of d."""
+    return {"layers": param_views(state["prior_theta"], {"p": prior_sizes(sizes["transition"])})["p"],
+            "projection": state["projection"]}
+
+def init_state(rng, sizes, precision, ensemble_size):
+    """Parameters, the transition model's fixed random parts, target nets, log(1/beta), Adam moments."""
     theta, params = init_params(rng, sizes)
+    params["policy"][-1][0][...] *= 0.01  # q starts near uniform
+    prior_theta, _ = init_params(rng, {"p": prior_sizes(sizes["transition"])})
+    obs_dim, predicted = sizes["efe"][0], sizes["transition"][-1] // ensemble_size
+    projection = np.eye(obs_dim) if predicted == obs_dim else rng.normal(0, 1 / np.sqrt(predicted), (obs_dim, predicted))
     log_alpha = np.array([-np.log(precision)], dtype=np.float32)  # alpha = 1/beta
     target_theta = np.concatenate([x.ravel() for net in EFE_NETS for layer in params[net] for x in layer])  # copies
-    return {"theta": theta, "target_theta": target_theta, "log_alpha": log_alpha,
-            "adam_theta": adam_init(theta), "adam_log_alpha": adam_init(log_alpha),
-            "return_range": np.array([np.inf, -np.inf]), "reward_step": -1}
+    return {"theta": theta, "prior_theta": prior_theta, "projection": projection.astype(np.float32),
+            "target_theta": target_theta, "log_alpha": log_alpha, "adam_theta": adam_init(theta), "adam_log_alpha": adam_init(log_alpha)}
 
 def precision_of(state):
     return float(np.exp(-state["log_alpha"][0]))  # beta = 1/alpha
 
-def update(params, target, state, batch, delta_stats, cfg, weight):
+def update(params, prior, target, state, batch, delta_stats, cfg):
     """One minibatch update of f, the EFE pair, q and beta; y and G in L_q are constant arrays; one Adam step on theta."""
-    s, s_next, r, terminated, n_actions = batch["s"], batch["s_next"], batch["r"], batch["terminated"], len(params["policy"][-1][1])
+    s, s_next, r, terminated = batch["s"], batch["s_next"], batch["r"], batch["terminated"]
+    n_actions, lam = len(params["policy"][-1][1]), cfg.epistemic_weight
     a_onehot = one_hot(batch["a"], n_actions)  # (batch, n_actions)
-    d = transition_target(s, s_next, delta_stats, cfg.raw_epistemic)  # (batch, obs_dim)
-    e = epistemic_value(prediction_error(params["transition"], s, a_onehot, d), s.shape[1], cfg.raw_epistemic)
+    d = transition_target(s, s_next, delta_stats, prior["projection"], cfg.raw_epistemic)  # (batch, len(d))
+    e = e_next = np.zeros((len(s), n_actions), np.float32)  # the information gain at s and s', per action
+    if cfg.raw_epistemic:  # the paper's: the surprise at the observed outcome, paid as reward
+        bonus = lam * np.mean(prediction_error(params["transition"], prior, s, a_onehot, d), axis=1)  # (batch,)
+        r = r + bonus
+    elif lam > 0:
+        e, e_next = np.split(information_gain(params["transition"], prior, np.concatenate([s, s_next]), n_actions), 2)
+        bonus = lam * np.sum(e * a_onehot, axis=1)  # (batch,) what the taken actions were worth
     logits_next = mlp(params["policy"], s_next)  # (batch, n_actions)
-    g_next = pair_efe(target, s_next, n_actions)  # (batch, heads, n_actions)
-    k, w = head_schedule(g_next.shape[1], state["reward_step"] >= 0)
-    weights = np.array([weight] if g_next.shape[1] == 1 else [0.0, weight], dtype=np.float32)  # lambda_k
-    y = efe_targets(r, e, terminated, bootstrap_value(g_next, logits_next), cfg.gamma, weights)  # (batch, heads)
-    g = pair_efe(params, s, n_actions)[:, k]  # (batch, n_actions), the head q follows
-    loss_t, grad_t = transition_loss_and_grad(params["transition"], s, a_onehot, d)
-    (loss_g, grad_g), (_, grad_g2) = (efe_loss_and_grad(params[net], s, a_onehot, y, np.float32(w)) for net in EFE_NETS)
+    v_next = bootstrap_value(pair_efe(target, s_next, n_actions), logits_next)  # (batch, 2)
+    y = efe_targets(r, bootstrap_value(e_next, logits_next), terminated, v_next, cfg.gamma, EPISTEMIC_GAMMA, lam)
+    g = np.sum(pair_efe(params, s, n_actions), axis=1) - lam * e  # (batch, n_actions), G_r + G_e - lambda e
+    loss_t, grad_t = transition_loss_and_grad(params["transition"], prior, s, a_onehot, d, batch["mask"])
+    (loss_g, grad_g), (_, grad_g2) = (efe_loss_and_grad(params[net], s, a_onehot, y) for net in EFE_NETS)
     loss_q, grad_q = policy_loss_and_grad(params["policy"], s, g, precision_of(state))
     grads = {"transition": grad_t, "efe": grad_g, "policy": grad_q, "efe2": grad_g2}
     flat_grad = np.concatenate([x.ravel() for net in params for W_b in grads[net] for x in W_b])  # theta's order
     adam_step(state["theta"], flat_grad, state["adam_theta"], cfg.learning_rate)
     logq_next = log_softmax(logits_next)
-    h = -np.sum(np.exp(logq_next) * logq_next, axis=1)  # (batch,) H[q], the policy's entropy on replayed states
+    h = -np.sum(np.exp(logq_next) * logq_next, axis=1)  # (batch,) H[q] at the replayed s'
     if cfg.precision_learning_rate:
         grad_log_alpha = precision_gradient(h, cfg.target_entropy * np.log(n_actions))
         adam_step(state["log_alpha"], grad_log_alpha, state["adam_log_alpha"], cfg.precision_learning_rate)
     return {"transition_loss": float(loss_t), "efe_loss": float(loss_g), "policy_loss": float(loss_q),
-            "entropy": float(np.mean(h)), "epistemic_bonus": float(weight * np.mean(e)), "precision": precision_of(state)}
+            "entropy": float(np.mean(h)), "epistemic_bonus": float(np.mean(bonus)) if lam else 0.0,
+            "precision": precision_of(state)}
 
 UPDATE_METRICS = ("transition_loss", "efe_loss", "policy_loss", "entropy", "epistemic_bonus")
 HISTORY = ("episode_step", "episode_return", "episode_length", "eval_step", "eval_return", "eval_train_seconds",
            *UPDATE_METRICS, "precision", "steps_per_second")
 
 def train(cfg, progress=print, checkpoint=None):
-    """Train on cfg.env_id, or resume `checkpoint`; returns (params, history), history lists named by HISTORY per
-    episode (episode_*) and per evaluation (the rest, update metrics as moving averages). `progress` gets each
-    line (None: silent). Raises UsageError on bad input, StopTraining on Ctrl-C or a non-finite value."""
+    """Train on cfg.env_id, or resume `checkpoint`; returns (params, history), lists named by HISTORY per episode
+    (episode_*) and per evaluation; `progress` gets each line (None: silent). Raises UsageError, StopTraining."""
     check_config(cfg)
     if cfg.save and not os.path.isdir(os.path.dirname(os.path.abspath(cfg.save))):
         raise UsageError(f"--save {cfg.save}: the folder does not exist")
@@ -390,17 +402,17 @@ def train(cfg, progress=print, checkpoint=None):
     sizes = sizes_of(env, cfg)
     if checkpoint is None:  # seeding: one generator for the weights, actions and minibatches
         rng = np.random.default_rng(cfg.seed)
-        state, buf, start = init_state(rng, sizes, cfg.precision), buffer_init(cfg.buffer_size, sizes["efe"][0]), 0
+        state, buf, start = init_state(rng, sizes, cfg.precision, cfg.ensemble_size), buffer_init(cfg.buffer_size, sizes["efe"][0], rng, cfg.ensemble_size), 0
     else:
         state, buf, rng, start = restore(checkpoint, cfg, sizes)
         if start >= cfg.total_steps:
             raise UsageError(f"the checkpoint is at step {start}; pass --total-steps above it to train on, or --eval-only")
     params, target = param_views(state["theta"], sizes), param_views(state["target_theta"], {n: sizes[n] for n in EFE_NETS})
+    prior = prior_of(state, sizes)
     obs, _ = env.reset(seed=cfg.seed + start)  # the env once (offset by the steps done when resuming)
     env.action_space.seed(cfg.seed + start)
-    decay_steps, span = round(cfg.epistemic_decay_fraction * cfg.total_steps), state["return_range"]  # lowest, highest return
     history, running = {key: [] for key in HISTORY}, dict.fromkeys(UPDATE_METRICS, float("nan"))
-    s, ep_return, ep_length, ep_epistemic, done_steps = encode(obs, env.observation_space), 0.0, 0, 0.0, start
+    s, ep_return, ep_length, done_steps = encode(obs, env.observation_space), 0.0, 0, start
     clock, eval_seconds, last_line = time.perf_counter(), 0.0, (start, 0.0)  # eval_seconds: time spent evaluating
     record = lambda **values: [history[key].append(value) for key, value in values.items()]
     try:
@@ -409,30 +421,22 @@ def train(cfg, progress=print, checkpoint=None):
             obs, r, terminated, truncated, _ = env.step(int(a) + int(env.action_space.start))  # a Python int
             s_next = encode(obs, env.observation_space)
             buffer_add(buf, s, a, r, s_next, terminated)  # a truncated s' has a future: not terminal
-            if state["reward_step"] < 0 and not cfg.raw_epistemic:  # E = sum_t (1 - t/T)+ e_t, needed until found
-                d = transition_target(s[None], s_next[None], buf["delta_stats"], raw=False)  # (1, obs_dim)
-                eps = prediction_error(params["transition"], s[None], one_hot([a], sizes["policy"][-1]), d)  # (1,)
-                ep_epistemic += epistemic_weight_at(step, 1.0, decay_steps, False) * float(epistemic_value(eps, len(s), False)[0])
             s, ep_return, ep_length, done_steps = s_next, ep_return + float(r), ep_length + 1, step
             if terminated or truncated:
                 record(episode_step=step, episode_return=ep_return, episode_length=ep_length)
-                span[:] = min(span[0], ep_return), max(span[1], ep_return)
-                if state["reward_step"] < 0 and np.ptp(span) > ep_epistemic and not cfg.raw_epistemic:
-                    state["reward_step"] = step
-                    progress(f"step {step}: returns span {np.ptp(span):g} > epistemic value {ep_epistemic:.3g}; lambda = 0, q follows G_prag")
-                s, ep_return, ep_length, ep_epistemic = encode(env.reset()[0], env.observation_space), 0.0, 0, 0.0
+                s, ep_return, ep_length = encode(env.reset()[0], env.observation_space), 0.0, 0
             if step >= cfg.learning_starts and step % cfg.train_every == 0:
-                weight = epistemic_weight_at(step, cfg.epistemic_weight, decay_steps, state["reward_step"] >= 0)
-                for _ in range(cfg.updates):
-                    batch = buffer_sample(buf, rng, cfg.batch_size)
-                    metrics = update(params, target, state, batch, buf["delta_stats"], cfg, weight)
-                    for name in (name for name, value in metrics.items() if not np.isfinite(value)):
-                        kept = f"; {cfg.save} keeps the last good checkpoint" if os.path.exists(cfg.save) else ""
-                        raise StopTraining(f"{name} became {metrics[name]} at step {step}; training stopped{kept}", 1)
-                    for key, old in running.items():  # exponential moving averages over ~100 updates
-                        running[key] = metrics[key] if np.isnan(old) else old + 0.01 * (metrics[key] - old)
-                    for net in EFE_NETS:
-                        polyak(target[net], params[net], cfg.tau)
+                batch = buffer_sample(buf, rng, cfg.batch_size)
+                if state["adam_theta"]["t"] == 0:  # the first update
+                    scale_prior(prior, batch["s"], one_hot(batch["a"], sizes["policy"][-1]))
+                metrics = update(params, prior, target, state, batch, buf["delta_stats"], cfg)
+                for name in (name for name, value in metrics.items() if not np.isfinite(value)):
+                    kept = f"; {cfg.save} keeps the last good checkpoint" if os.path.exists(cfg.save) else ""
+                    raise StopTraining(f"{name} became {metrics[name]} at step {step}; training stopped{kept}", 1)
+                for key, old in running.items():  # exponential moving averages over ~100 updates
+                    running[key] = metrics[key] if np.isnan(old) else old + 0.01 * (metrics[key] - old)
+                for net in EFE_NETS:
+                    polyak(target[net], params[net], cfg.tau)
             if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.total_steps:
                 seconds = time.perf_counter() - clock - eval_seconds  # training time so far
                 returns = evaluate(params, cfg.env_id, cfg.eval_episodes, cfg.seed + 10_000, cfg.env_kwargs)
@@ -457,7 +461,7 @@ def train(cfg, progress=print, checkpoint=None):
     return params, history
 
 # -------------------- Checkpoints --------------------------------------------------------------
-CHECKPOINT_VERSION = 6
+CHECKPOINT_VERSION = 7
 
 def flatten(tree, prefix=""):
     """{"a": {"b": x}} -> {"a.b": np.asarray(x)}: nested dicts as the flat arrays of an .npz."""
@@ -465,10 +469,9 @@ def flatten(tree, prefix=""):
             (flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: np.asarray(value)}).items()}
 
 def checkpoint_arrays(cfg, step, sizes, state, buf, rng):
-    """A checkpoint: format, hyperparameters, env sizes, step, generator state, learner and buffer."""
+    """A checkpoint: format, hyperparameters, env, step, generator state, learner and buffer."""
     config = json.dumps({k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUN_OPTIONS})
-    return flatten({"format_version": CHECKPOINT_VERSION, "config": config, "env_id": cfg.env_id,
-                    "obs_dim": sizes["efe"][0], "n_actions": sizes["policy"][-1], "step": step,
+    return flatten({"format_version": CHECKPOINT_VERSION, "config": config, "env_id": cfg.env_id, "step": step,
                     "rng_state": json.dumps(rng.bit_generator.state), "state": state, "buffer": buf})
 
 def save_checkpoint(path, cfg, step, sizes, state, buf, rng):
@@ -506,20 +509,20 @@ def read_checkpoint(path):
     return ckpt, config
 
 def restore(ckpt, cfg, sizes):
-    """(state, buffer, rng, step) from a checkpoint, checked against one table, a fresh agent's
-    checkpoint_arrays(): the same names, dtype kinds and shapes, and every count and index in range."""
+    """(state, buffer, rng, step) of a checkpoint whose arrays match a fresh agent's in name, dtype kind and shape."""
     capacity, n_actions, rng = cfg.buffer_size, sizes["policy"][-1], np.random.default_rng()
-    state, buf = init_state(rng, sizes, 1.0), buffer_init(capacity, sizes["efe"][0])
+    state, buf = init_state(rng, sizes, 1.0, cfg.ensemble_size), buffer_init(capacity, sizes["efe"][0], rng, cfg.ensemble_size)
     fresh = checkpoint_arrays(cfg, 0, sizes, state, buf, rng)
     wrong = [k for k, v in fresh.items() if k not in ckpt or (ckpt[k].shape, ckpt[k].dtype.kind) != (v.shape, v.dtype.kind)]
     def fill(tree, prefix):  # the fresh agent's dicts, filled with the checkpoint's arrays
         return {k: fill(v, f"{prefix}{k}.") if isinstance(v, dict) else ckpt[prefix + k][()] for k, v in tree.items()}
     if not wrong:
         state, buf, step = fill(state, "state."), fill(buf, "buffer."), int(ckpt["step"])
-        in_range = {"step": step >= 0, "state.reward_step": -1 <= state["reward_step"] <= step, "buffer.index": 0 <= buf["index"] < capacity,
+        in_range = {"step": step >= 0, "buffer.index": 0 <= buf["index"] < capacity,
                     "buffer.size": 0 <= buf["size"] <= capacity, "buffer.a": np.all((0 <= buf["a"]) & (buf["a"] < n_actions)),
+                    "buffer.mask": np.all((buf["mask"] == 0) | (buf["mask"] == 1)),
                     "buffer.delta_stats": np.all(buf["delta_stats"]["m2"] >= 0),
-                    **{f"state.{k}": np.all(np.isfinite(state[k])) for k in ("theta", "target_theta", "log_alpha")},
+                    **{f"state.{k}": np.all(np.isfinite(state[k])) for k in ("theta", "prior_theta", "projection", "target_theta", "log_alpha")},
                     **{f"state.{k}": np.all(state[k]["v"] >= 0) for k in ("adam_theta", "adam_log_alpha")}}
         wrong = [k for k, ok in in_range.items() if not ok]
         try:
@@ -529,7 +532,7 @@ def restore(ckpt, cfg, sizes):
     if wrong:
         made_for = f"made for {ckpt['env_id']}" if ckpt.get("env_id", np.zeros(1)).shape == () else "damaged"
         raise UsageError(f"checkpoint ({made_for}) does not fit {cfg.env_id} with these flags: {', '.join(wrong[:5])} "
-                         "not as needed; load it with its env_id, hidden_size, hidden_layers, raw_epistemic, buffer_size")
+                         "not as needed; load it with its env_id, hidden_size, hidden_layers, ensemble_size, buffer_size")
     return state, buf, rng, step
 
 # -------------------- Evaluation ---------------------------------------------------------------
@@ -550,11 +553,8 @@ def evaluate(params, env_id, episodes, seed, env_kwargs=""):
 # -------------------- Command line -------------------------------------------------------------
 def build_parser():
     """A flag per Config field, its help the field's comment; given flags only (they override a checkpoint's)."""
-    try:
-        helps = {code.split(":")[0].strip(): note.strip() for code, _, note in
-                 (line.partition("#") for line in inspect.getsource(Config).splitlines()) if note}
-    except (OSError, TypeError):  # no source file (e.g. pasted into a REPL)
-        helps = {}
+    helps = {code.split(":")[0].strip(): note.strip() for code, _, note in
+             (line.partition("#") for line in inspect.getsource(Config).splitlines()) if note}
     parser = argparse.ArgumentParser(prog="dai.py", argument_default=argparse.SUPPRESS,
                                      formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=36, width=110),
                                      description="Deep active inference (Millidge 2019) on a Gymnasium environment.")

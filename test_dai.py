@@ -36,13 +36,16 @@ def random_params(rng, sizes):
 @pytest.fixture
 def problem():
     rng = np.random.default_rng(0)
-    obs_dim, n_actions, batch = 3, 4, 7
-    sizes = dai.network_sizes(obs_dim, n_actions, 5, 2, 2)  # two EFE heads
+    obs_dim, n_actions, batch, k = 3, 4, 7, 3
+    sizes = dai.network_sizes(obs_dim, n_actions, 12, 2, k)
     return {
         "rng": rng, "sizes": sizes, "params": random_params(rng, sizes),
+        "prior": {"layers": random_params(rng, {"p": dai.prior_sizes(sizes["transition"])})["p"],
+                  "projection": np.eye(obs_dim)},
         "s": rng.normal(size=(batch, obs_dim)), "s_next": rng.normal(size=(batch, obs_dim)),
         "a_onehot": dai.one_hot(rng.integers(0, n_actions, batch), n_actions).astype(np.float64),
-        "y": rng.normal(size=(batch, 2)), "g": rng.normal(size=(batch, n_actions)),
+        "mask": (rng.random((batch, k)) < 0.5).astype(float), "y": rng.normal(size=(batch, 2)),
+        "g": rng.normal(size=(batch, n_actions)),
     }
 
 
@@ -60,15 +63,19 @@ def assert_gradient_matches_finite_differences(loss, layers, rng, h=1e-6):
         assert exact == pytest.approx(numeric, rel=1e-5, abs=1e-8)
 
 
-def test_transition_loss_gradient(problem):
+def test_transition_loss_gradient_reaches_the_heads_but_not_the_prior(problem):
     p = problem
-    loss = lambda layers: dai.transition_loss(layers, p["s"], p["a_onehot"], p["s_next"] - p["s"])
+    d = p["s_next"] - p["s"]
+    loss = lambda layers: dai.transition_loss(layers, p["prior"], p["s"], p["a_onehot"], d, p["mask"])
     assert_gradient_matches_finite_differences(loss, p["params"]["transition"], p["rng"])
+    (W_out, b_out), k = grad(loss)(p["params"]["transition"])[-1], p["mask"].shape[1]
+    heads_seen = p["mask"].sum(axis=0) > 0  # a head with no transition in its half gets no gradient
+    assert [np.any(b_out.reshape(k, -1)[j] != 0) for j in range(k)] == list(heads_seen)
 
 
-def test_efe_loss_gradient_with_both_heads_learning(problem):
+def test_efe_loss_gradient(problem):
     p = problem
-    loss = lambda layers: dai.efe_loss(layers, p["s"], p["a_onehot"], p["y"], np.ones(2))
+    loss = lambda layers: dai.efe_loss(layers, p["s"], p["a_onehot"], p["y"])
     assert_gradient_matches_finite_differences(loss, p["params"]["efe"], p["rng"])
 
 
@@ -95,180 +102,214 @@ def test_mlp_backward_matches_autograd_tracing(problem):
         np.testing.assert_allclose(hb, tb, rtol=1e-10, atol=1e-12)
 
 
-def test_once_the_reward_is_found_g_gets_no_gradient_and_leaves_g_prags_loss_alone(problem):
-    p = problem
-    k, w = dai.head_schedule(2, reward_found=True)
-    loss, grads = dai.efe_loss_and_grad(p["params"]["efe"], p["s"], p["a_onehot"], p["y"], np.array(w))
-    g_prag = dai.efe_heads(p["params"]["efe"], p["s"], 4)[:, 0]  # (batch, n_actions)
-    assert loss == pytest.approx(np.mean((np.sum(g_prag * p["a_onehot"], axis=1) - p["y"][:, 0]) ** 2), rel=1e-9)
-    W_out, b_out = grads[-1]
-    assert np.all(W_out[:, 4:] == 0) and np.all(b_out[4:] == 0) and np.any(W_out[:, :4] != 0)
-
-
 # ---------------------------------------------------------------------------------------------
 # The EFE target and the epistemic term
 # ---------------------------------------------------------------------------------------------
 def test_efe_target_bootstraps_through_truncation_not_termination():
-    r, e, v_next = np.array([1.0, 1.0]), np.array([0.5, 0.5]), np.array([[10.0], [10.0]])
-    y = dai.efe_targets(r, e, np.array([1.0, 0.0]), v_next, 0.9, np.array([2.0]))[:, 0]
-    assert y[0] == pytest.approx(-1.0 - 2.0 * 0.5)  # terminated: no future
-    assert y[1] == pytest.approx(-1.0 - 2.0 * 0.5 + 0.9 * 10.0)  # not terminated (e.g. truncated)
+    v_next = np.array([[10.0, 4.0], [10.0, 4.0]])
+    y = dai.efe_targets(np.array([1.0, 1.0]), np.array([0.5, 0.5]), np.array([1.0, 0.0]), v_next, 0.9, 0.5, 2.0)
+    np.testing.assert_allclose(y[0], [-1.0, 0.0])  # terminated: no future, no future information gain
+    np.testing.assert_allclose(y[1], [-1.0 + 0.9 * 10.0, 0.5 * (4.0 - 2.0 * 0.5)])  # not terminated (e.g. truncated)
 
 
-def test_efe_targets_of_both_heads_vectorised_match_a_plain_loop():
-    """G_prag's target is the reward alone's (lambda 0), G's has the bonus; both bootstrap on the
-    expectation under q of their own head of the target net."""
+def test_efe_targets_vectorised_match_a_plain_loop():
+    """y_r = -r + gamma (1 - terminated) sum_a' q(a'|s') Gbar_r(s', a'),
+    y_e = gamma_e (1 - terminated) sum_a' q(a'|s') (Gbar_e(s', a') - lambda e(s', a'))."""
     rng = np.random.default_rng(1)
-    n, k, gamma, lam = 9, 3, 0.97, 4.0
-    r, e, term = rng.normal(size=n), rng.random(n), (rng.random(n) < 0.3).astype(float)
-    g_next, logits_next = rng.normal(size=(n, 2, k)), rng.normal(size=(n, k))
-    y = dai.efe_targets(r, e, term, dai.bootstrap_value(g_next, logits_next), gamma, np.array([0.0, lam]))
+    n, k, gamma, gamma_e, lam = 9, 3, 0.97, 0.8, 4.0
+    r, term = rng.normal(size=n), (rng.random(n) < 0.3).astype(float)
+    g_next, e_next, logits_next = rng.normal(size=(n, 2, k)), rng.random((n, k)), rng.normal(size=(n, k))
+    y = dai.efe_targets(r, dai.bootstrap_value(e_next, logits_next), term,
+                        dai.bootstrap_value(g_next, logits_next), gamma, gamma_e, lam)
     for i in range(n):
         q = [np.exp(logits_next[i, j]) / sum(np.exp(logits_next[i])) for j in range(k)]
-        for head, weight in ((0, 0.0), (1, lam)):
-            v = sum(q[j] * g_next[i, head, j] for j in range(k))
-            assert y[i, head] == pytest.approx(-r[i] - weight * e[i] + (0.0 if term[i] else gamma * v))
+        v_r = sum(q[j] * g_next[i, 0, j] for j in range(k))
+        v_e = sum(q[j] * (g_next[i, 1, j] - lam * e_next[i, j]) for j in range(k))
+        assert y[i, 0] == pytest.approx(-r[i] + (0.0 if term[i] else gamma * v_r))
+        assert y[i, 1] == pytest.approx(0.0 if term[i] else gamma_e * v_e)
 
 
-def test_epistemic_term_makes_surprising_actions_more_attractive():
-    """The author's sign: prediction error lowers G, so softmax(-beta G) prefers the action."""
-    y = dai.efe_targets(np.zeros(2), np.array([0.0, 1.0]), np.zeros(2), np.zeros((2, 1)), 0.99, np.array([1.0]))[:, 0]
-    assert y[1] < y[0]
-    preference = np.exp(dai.log_softmax(-2.0 * y[None]))[0]  # treat the targets as G of two actions
-    assert preference[1] > preference[0]
+def test_the_prior_is_scaled_so_that_the_heads_start_as_unsure_as_a_model_that_predicts_the_mean(problem):
+    p = problem
+    p["prior"]["layers"][-1][1][...] = 0.0  # as init_params draws it
+    dai.scale_prior(p["prior"], p["s"], p["a_onehot"])
+    untrained = [(0 * W, 0 * b) for W, b in p["params"]["transition"]]  # the heads' spread is the prior's alone
+    e = dai.information_gain(untrained, p["prior"], p["s"], 4)  # (batch, n_actions)
+    assert np.mean(e[p["a_onehot"] == 1]) == pytest.approx(0.5, rel=1e-6)
 
 
-def test_prediction_error_is_half_squared_error_of_the_state_change():
-    layers = [(np.zeros((3, 2)), np.array([0.5, -1.0]))]  # f(s, a) = (0.5, -1) for every input
+def test_prediction_error_is_half_squared_error_of_each_head():
+    layers = [(np.zeros((3, 4)), np.array([0.5, -1.0, 0.0, 0.0]))]  # two heads: f_1 = (0.5, -1), f_2 = 0
+    prior = {"layers": [(np.zeros((3, 4)), np.array([0.0, 0.0, 1.0, 0.0]))], "projection": np.eye(2)}  # p_2 = (1, 0)
     s, s_next = np.array([[1.0, 1.0]]), np.array([[2.0, 1.0]])
-    eps = dai.prediction_error(layers, s, np.array([[1.0]]), dai.transition_target(s, s_next, None, raw=True))
-    assert eps[0] == pytest.approx(0.5 * ((1.0 - 0.5) ** 2 + (0.0 + 1.0) ** 2))
+    d = dai.transition_target(s, s_next, None, prior["projection"], raw=True)
+    eps = dai.prediction_error(layers, prior, s, np.array([[1.0]]), d)
+    np.testing.assert_allclose(eps[0], [0.5 * ((1.0 - 0.5) ** 2 + (0.0 + 1.0) ** 2), 0.0])
 
 
 def test_running_statistics_match_numpy_and_span_overwritten_transitions():
-    """Welford's one-pass mean and std equal np.mean and np.std over every change ever added,
-    those the ring buffer has since overwritten included; the target is standardised by them."""
+    """Welford's one-pass mean and variance equal NumPy's over every change ever added, those the ring
+    buffer has since overwritten included; the target is scaled so that its mean squared norm is 1."""
     rng = np.random.default_rng(3)
     s, s_next = rng.normal(size=(500, 3)) * [1.0, 1e-3, 50.0], rng.normal(size=(500, 3)) + 7.0
-    buf = dai.buffer_init(64, 3)
+    buf = dai.buffer_init(64, 3, rng, 2)
     for i in range(500):
         dai.buffer_add(buf, s[i], 0, 0.0, s_next[i], False)
     stats, delta = buf["delta_stats"], s_next - s
     assert stats["count"] == 500
     np.testing.assert_allclose(stats["mean"], np.mean(delta, axis=0), rtol=1e-10)
-    d = dai.transition_target(s[:5], s_next[:5], stats, raw=False)
-    np.testing.assert_allclose(d, (delta[:5] - np.mean(delta, 0)) / np.std(delta, 0), rtol=1e-5)
-    np.testing.assert_array_equal(dai.transition_target(s, s_next, stats, raw=True), delta)
+    d = dai.transition_target(s, s_next, stats, np.eye(3), raw=False)
+    np.testing.assert_allclose(d, (delta - np.mean(delta, 0)) / np.sqrt(np.sum(np.var(delta, 0))), rtol=1e-5)
+    assert np.mean(np.sum(d ** 2, axis=1)) == pytest.approx(1.0, rel=1e-5)
+    np.testing.assert_array_equal(dai.transition_target(s, s_next, stats, np.eye(3), raw=True), delta)
 
 
-def test_standardised_epistemic_value_is_bounded_and_the_raw_one_is_not():
-    eps = np.array([0.0, 0.3, 2.0, 1e9, np.inf])  # 2 state dimensions
-    np.testing.assert_allclose(dai.epistemic_value(eps, 2, raw=False), [0.0, 0.15, 1.0, 1.0, 1.0])
-    np.testing.assert_array_equal(dai.epistemic_value(eps, 2, raw=True), eps)
+def test_long_observations_are_projected_to_a_quarter_of_the_hidden_width_keeping_lengths_on_average():
+    sizes = dai.network_sizes(400, 2, 128, 2, 5)
+    state = dai.init_state(np.random.default_rng(0), sizes, 1.0, 5)
+    R = state["projection"]
+    assert R.shape == (400, 32) and sizes["transition"][-1] == 5 * 32
+    changes = np.eye(400)[:200] - np.eye(400)[200:]  # one-hot cell changes, |.|^2 = 2
+    assert np.mean(np.sum((changes @ R) ** 2, axis=1)) == pytest.approx(2.0, rel=0.1)
+    short = dai.init_state(np.random.default_rng(0), dai.network_sizes(4, 2, 128, 2, 5), 1.0, 5)["projection"]
+    np.testing.assert_array_equal(short, np.eye(4))
+    assert dai.prior_sizes(sizes["transition"]) == [402, 32, 32, 160]
 
 
-def test_epistemic_weight_fades_linearly_to_zero_and_is_zero_once_the_reward_is_found():
-    weights = [dai.epistemic_weight_at(t, 4.0, 1000, False) for t in (0, 250, 999, 1000, 5000)]
-    assert weights[0] == 4.0 and weights[1] == pytest.approx(3.0) and 0 < weights[2] < 0.01
-    assert weights[3:] == [0.0, 0.0]
-    assert {dai.epistemic_weight_at(t, 4.0, 0, False) for t in (0, 10**6)} == {4.0}  # T = 0: the author's constant
-    assert {dai.epistemic_weight_at(t, 4.0, T, True) for t in (0, 250) for T in (0, 1000)} == {0.0}
+def test_information_gain_matches_a_plain_loop_over_states_actions_and_heads(problem):
+    p = problem
+    n_actions, k, obs_dim = 4, 3, 3
+    e = dai.information_gain(p["params"]["transition"], p["prior"], p["s"], n_actions)
+    for i in range(len(p["s"])):
+        for a in range(n_actions):
+            x = np.concatenate([p["s"][i], np.eye(n_actions)[a]])[None]
+            f = (dai.mlp(p["params"]["transition"], x) + dai.mlp(p["prior"]["layers"], x))[0].reshape(k, obs_dim)
+            mean = sum(f[j] for j in range(k)) / k
+            assert e[i, a] == pytest.approx(0.5 * sum(np.sum((f[j] - mean) ** 2) for j in range(k)) / k, rel=1e-9)
 
 
-def test_the_policy_follows_g_until_the_reward_is_found_then_g_prag():
-    """head_schedule, and one update's policy loss against policy_loss() on each head."""
-    assert dai.head_schedule(2, False) == (1, (1.0, 1.0)) and dai.head_schedule(2, True) == (0, (1.0, 0.0))
-    assert dai.head_schedule(1, False) == dai.head_schedule(1, True) == (0, (1.0,))  # raw_epistemic: one head
-    cfg = small_config()
-    sizes = dai.network_sizes(4, 2, 16, 2, 2)
-    rng = np.random.default_rng(5)
-    buf = dai.buffer_init(100, 4)
-    for _ in range(100):
-        s = rng.normal(size=4).astype(np.float32)
-        dai.buffer_add(buf, s, rng.integers(2), 1.0, s + rng.normal(0, 0.1, 4).astype(np.float32), 0.0)
-    for reward_step, head in ((-1, 1), (80, 0)):  # heads: G_prag, G
-        state = dai.init_state(np.random.default_rng(0), sizes, 1.0)
-        state["reward_step"] = reward_step
-        params = dai.param_views(state["theta"], sizes)
-        target = dai.param_views(state["target_theta"], {n: sizes[n] for n in dai.EFE_NETS})
-        batch = dai.buffer_sample(buf, np.random.default_rng(1), 16)
-        g_heads = dai.pair_efe(params, batch["s"], 2)  # (batch, heads, actions)
-        expected = [float(dai.policy_loss(params["policy"], batch["s"], g_heads[:, k], 1.0)) for k in (0, 1)]
-        loss = dai.update(params, target, state, batch, buf["delta_stats"], cfg, 5.0)["policy_loss"]
-        assert loss == pytest.approx(expected[head], rel=1e-6) and loss != pytest.approx(expected[1 - head], rel=1e-3)
+def test_the_information_gain_makes_uncertain_actions_more_attractive():
+    """The author's sign: the epistemic value lowers G, so softmax(-beta (G - lambda e)) prefers the action."""
+    g, e = np.zeros((1, 2)), np.array([[0.0, 1.0]])
+    preference = np.exp(dai.log_softmax(-2.0 * (g - 1.0 * e)))[0]
+    assert preference[1] > preference[0]
 
 
-@pytest.mark.parametrize("env_id, env_kwargs, fade, found_in", [
-    ("CartPole-v1", "", 0.0, (1, 200)), ("FrozenLake-v1", CORRIDOR.replace("SF", "S" + "F" * 80), 0.0, None),
-    ("tasks:CostlyCorridor-v0", "", 0.0, None), ("tasks:CostlyCorridor-v0", "", 0.5, (301, 500))])
-def test_the_reward_is_found_when_the_returns_span_more_than_an_episodes_epistemic_value(
-        env_id, env_kwargs, fade, found_in, monkeypatch):
-    """CartPole's episodes differ in length, so in return, by more than their epistemic value: found before the
-    first update (step 200), no bonus. A corridor whose goal lies beyond an episode's 100 steps: every
-    episode returns 0, the bonus is paid throughout. The costly corridor's returns differ from the second
-    episode on, by costs far below an unlearned model's surprise: a per-step cost alone does not switch the
-    bonus off. With lambda fading to 0 at step 300, E is 0 for the next whole episode (at most 100 steps), so
-    the switch comes at its end at the latest."""
-    monkeypatch.syspath_prepend(os.path.join(HERE, "benchmarks"))  # tasks.py registers CostlyCorridor-v0
-    lines = []
-    cfg = small_config(env_id=env_id, env_kwargs=env_kwargs, epistemic_weight=5.0, epistemic_decay_fraction=fade)
-    _, history = dai.train(cfg, progress=lines.append)
-    returns, steps = history["episode_return"], history["episode_step"]
-    assert (np.ptp(returns) > 0) == (env_id != "FrozenLake-v1")
-    notices = [line.split() for line in lines if "q follows G_prag" in line]
-    if found_in is None:
-        assert notices == [] and min(history["epistemic_bonus"]) > 0.0
-    else:
-        assert len(notices) == 1 and found_in[0] <= int(notices[0][1].rstrip(":")) <= found_in[1]
-        step, span, epistemic = int(notices[0][1].rstrip(":")), float(notices[0][4]), float(notices[0][8].rstrip(";"))
-        assert step in steps and span == pytest.approx(np.ptp(returns[: steps.index(step) + 1]), rel=1e-5)
-        assert span > epistemic
-        assert (set(history["epistemic_bonus"]) == {0.0}) == (step < cfg.learning_starts)
-
-
-def test_where_the_reward_is_found_before_the_first_update_g_never_learns_and_no_bonus_is_paid():
-    """CartPole finds the reward before the first update: w = (1, 0) from the first update on, so G's output
-    columns (head 1) of both EFE nets keep their initial weights exactly while G_prag's move, and lambda e is 0."""
-    cfg = small_config()
-    trained, history = dai.train(cfg, progress=None)
-    with dai.make_env(cfg.env_id) as env:
-        sizes = dai.sizes_of(env, cfg)
-    state = dai.init_state(np.random.default_rng(cfg.seed), sizes, cfg.precision)
-    initial, n = dai.param_views(state["theta"], sizes), sizes["policy"][-1]
-    for net in dai.EFE_NETS:
-        (W0, b0), (W, b) = initial[net][-1], trained[net][-1]  # output layers: (hidden, heads * n_actions)
-        np.testing.assert_array_equal(W[:, n:], W0[:, n:])
-        np.testing.assert_array_equal(b[n:], b0[n:])
-        assert np.any(W[:, :n] != W0[:, :n])  # G_prag learned
-    assert set(history["epistemic_bonus"]) == {0.0}
-
-
-def test_a_transition_seen_many_times_earns_less_bonus_than_a_new_one():
-    """Train the transition model on one region of a linear system; a transition from far outside
-    it then earns more standardised bonus than the ones it has seen."""
-    rng = np.random.default_rng(4)
-    sizes = dai.network_sizes(2, 2, 32, 2, 1)
+def fit_ensemble(rng, s, a, s_next, n_actions, updates, k=5, hidden=32):
+    """Heads, their prior and the delta statistics after `updates` Adam steps of L_T on (s, a, s')."""
+    sizes = dai.network_sizes(s.shape[1], n_actions, hidden, 2, k)
+    prior = dai.prior_of(dai.init_state(rng, sizes, 1.0, k), sizes)
+    dai.scale_prior(prior, s, dai.one_hot(a, n_actions))
+    sizes = {"transition": sizes["transition"]}
     theta, params = dai.init_params(rng, sizes)
-    layers, adam = params["transition"], dai.adam_init(theta)
+    adam, buf = dai.adam_init(theta), dai.buffer_init(len(s), s.shape[1], rng, k)
+    for row in zip(s, a, np.zeros(len(s)), s_next, np.zeros(len(s))):
+        dai.buffer_add(buf, *row)
+    for _ in range(updates):
+        b = dai.buffer_sample(buf, rng, 64)
+        d = dai.transition_target(b["s"], b["s_next"], buf["delta_stats"], prior["projection"], raw=False)
+        _, g = dai.transition_loss_and_grad(params["transition"], prior, b["s"], dai.one_hot(b["a"], n_actions), d,
+                                            b["mask"])
+        dai.adam_step(theta, np.concatenate([x.ravel() for W_b in g for x in W_b]), adam, 3e-3)
+    return params["transition"], prior, buf["delta_stats"]
+
+
+def test_a_region_seen_many_times_earns_less_information_gain_than_a_new_one():
+    """Fit the heads on one region of a linear system; states far outside it earn far more."""
+    rng = np.random.default_rng(4)
     step = lambda s, a: s + np.where(a[:, None] == 1, 0.1, -0.1) * s[:, ::-1]  # a rotation either way
-    buf = dai.buffer_init(4096, 2)
-    seen_s, seen_a = rng.uniform(-1, 1, (4096, 2)).astype(np.float32), rng.integers(0, 2, 4096)
-    for s, a in zip(seen_s, seen_a):
-        dai.buffer_add(buf, s, a, 0.0, step(s[None], a[None])[0], False)
-    for _ in range(300):
-        i = rng.integers(0, 4096, 64)
-        d = dai.transition_target(seen_s[i], step(seen_s[i], seen_a[i]), buf["delta_stats"], raw=False)
-        _, g = dai.transition_loss_and_grad(layers, seen_s[i], dai.one_hot(seen_a[i], 2), d)
-        flat = np.concatenate([x.ravel() for W_b in g for x in W_b])
-        dai.adam_step(theta, np.concatenate([flat, np.zeros(theta.size - flat.size, np.float32)]), adam, 3e-3)
+    s, a = rng.uniform(-1, 1, (4096, 2)).astype(np.float32), rng.integers(0, 2, 4096)
+    layers, prior, _ = fit_ensemble(rng, s, a, step(s, a).astype(np.float32), 2, 600)
+    seen = dai.information_gain(layers, prior, s[:256], 2)
+    far = rng.uniform(3, 4, (256, 2)).astype(np.float32) * rng.choice([-1, 1], (256, 2))
+    assert np.mean(dai.information_gain(layers, prior, far, 2)) > 10 * np.mean(seen)
 
-    def bonus(s, a):
-        d = dai.transition_target(s, step(s, a), buf["delta_stats"], raw=False)
-        return dai.epistemic_value(dai.prediction_error(layers, s, dai.one_hot(a, 2), d), 2, raw=False)
 
-    seen = bonus(seen_s[:256], seen_a[:256])
-    new = bonus(rng.uniform(3, 4, (256, 2)).astype(np.float32) * rng.choice([-1, 1], (256, 2)), seen_a[:256])
-    assert np.mean(seen) < 0.02 and np.mean(new) > 10 * np.mean(seen)
+def test_a_noisy_tv_earns_less_and_less_information_gain_while_its_prediction_error_stays():
+    """Action 1 shows pure noise in the last entry, action 0 steps deterministically. The more often the
+    TV is watched, the less the heads disagree about it (they all learn that its mean is 0), while
+    each head's prediction error does not fall: from few samples the heads partly memorise the noise,
+    from many they predict its mean and are left with the noise's own 1/2 E|d - E d|^2."""
+    rng = np.random.default_rng(6)
+    gains, errors = [], []
+    for watched in (32, 256, 2048):
+        s = np.zeros((2 * watched, 3), np.float32)
+        s[:, :2] = rng.uniform(-1, 1, (2 * watched, 2))
+        a = np.repeat([0, 1], watched)
+        s_next = s.copy()
+        s_next[a == 0, :2] += 0.3
+        s_next[a == 1, 2] = rng.normal(size=watched)
+        layers, prior, stats = fit_ensemble(rng, s, a, s_next, 2, 1500)
+        gains.append(np.mean(dai.information_gain(layers, prior, s[a == 1], 2)[:, 1]))
+        d = dai.transition_target(s[a == 1], s_next[a == 1], stats, prior["projection"], raw=False)
+        errors.append(np.mean(dai.prediction_error(layers, prior, s[a == 1], dai.one_hot(a[a == 1], 2), d)))
+    assert gains[0] > 2 * gains[1] > 4 * gains[2]
+    assert errors[2] >= errors[0] and errors[2] > 0.5 and errors[2] > 50 * gains[2]
+
+
+def update_problem(seed=4, obs_dim=3, n_actions=2, **overrides):
+    cfg, rng = small_config(**overrides), np.random.default_rng(seed)
+    sizes = dai.network_sizes(obs_dim, n_actions, 16, 2, cfg.ensemble_size)
+    state = dai.init_state(np.random.default_rng(0), sizes, 1.0, cfg.ensemble_size)
+    buf = dai.buffer_init(50, obs_dim, rng, cfg.ensemble_size)
+    for _ in range(50):
+        s = rng.normal(size=obs_dim).astype(np.float32)
+        dai.buffer_add(buf, s, rng.integers(n_actions), rng.normal(), s + rng.normal(0, 0.1, obs_dim).astype(np.float32), 0.0)
+    params, target = dai.param_views(state["theta"], sizes), dai.param_views(state["target_theta"], {n: sizes[n] for n in dai.EFE_NETS})
+    prior, batch = dai.prior_of(state, sizes), dai.buffer_sample(buf, rng, cfg.batch_size)
+    dai.scale_prior(prior, batch["s"], dai.one_hot(batch["a"], n_actions))
+    return cfg, params, prior, target, state, batch, buf["delta_stats"]
+
+
+def test_one_update_against_a_plain_loop_the_pessimistic_pair_and_the_information_gain_at_s_and_s_next():
+    """y_r bootstraps on max(Gbar1_r, Gbar2_r), y_e on min(Gbar1_e, Gbar2_e) - lambda e at s', q follows
+    G_r + G_e - lambda e at s, and both nets step towards y (each from its own initial weights, so neither
+    the max nor the min is one net alone)."""
+    cfg, params, prior, target, state, batch, stats = update_problem(epistemic_weight=5.0)
+    s, a_onehot, n = batch["s"], dai.one_hot(batch["a"], 2), len(batch["s"])
+    e_at = lambda x: dai.information_gain(params["transition"], prior, x[None], 2)[0]  # one state at a time
+    heads = lambda net, x: dai.mlp(net, x[None])[0].reshape(2, 2)  # (head, action)
+    y, g = np.zeros((n, 2)), np.zeros((n, 2))
+    for i in range(n):
+        q = np.exp(dai.log_softmax(dai.mlp(params["policy"], batch["s_next"][i : i + 1])[0]))
+        gbar = [heads(target[net], batch["s_next"][i]) for net in dai.EFE_NETS]
+        e_next = e_at(batch["s_next"][i])
+        v_r = sum(q[b] * max(gbar[0][0, b], gbar[1][0, b]) for b in (0, 1))
+        v_e = sum(q[b] * (min(gbar[0][1, b], gbar[1][1, b]) - 5.0 * e_next[b]) for b in (0, 1))
+        y[i] = -batch["r"][i] + cfg.gamma * v_r, dai.EPISTEMIC_GAMMA * v_e
+        g1, g2 = (heads(params[net], s[i]) for net in dai.EFE_NETS)
+        g[i] = np.maximum(g1[0], g2[0]) + np.minimum(g1[1], g2[1]) - 5.0 * e_at(s[i])
+    y_one_net = y.copy()
+    y_one_net[:, 0] = dai.efe_targets(batch["r"], np.zeros(n), batch["terminated"], dai.bootstrap_value(
+        dai.efe_values(target["efe"], batch["s_next"], 2), dai.mlp(params["policy"], batch["s_next"])),
+        cfg.gamma, 0.9, 0.0)[:, 0]
+    expected = [float(dai.efe_loss(params["efe"], s, a_onehot, targets)) for targets in (y, y_one_net)]
+    q_expected = [float(dai.policy_loss(params["policy"], s, gs, 1.0))
+                  for gs in (g, dai.pair_efe(params, s, 2)[:, 0])]
+    before = {net: [(W.copy(), b.copy()) for W, b in params[net]] for net in dai.EFE_NETS}
+    metrics = dai.update(params, prior, target, state, batch, stats, cfg)
+    assert metrics["efe_loss"] == pytest.approx(expected[0], rel=1e-5)
+    assert metrics["efe_loss"] != pytest.approx(expected[1], rel=1e-3)
+    assert metrics["policy_loss"] == pytest.approx(q_expected[0], rel=1e-5)
+    assert metrics["policy_loss"] != pytest.approx(q_expected[1], rel=1e-3)
+    for net in dai.EFE_NETS:  # one Adam step moves every array of both nets, and each nearer to y
+        assert all(np.any(W != W0) and np.any(b != b0) for (W, b), (W0, b0) in zip(params[net], before[net]))
+        assert dai.efe_loss(params[net], s, a_onehot, y) < dai.efe_loss(before[net], s, a_onehot, y)
+
+
+def test_the_papers_epistemic_term_is_the_observed_prediction_error_paid_as_reward():
+    """raw_epistemic: y_r = -(r + lambda mean_k eps_k(s, a, s')) + gamma V_r(s'), on s' - s, and no e at s or s'."""
+    cfg, params, prior, target, state, batch, stats = update_problem(epistemic_weight=5.0, raw_epistemic=True)
+    s, a_onehot, n = batch["s"], dai.one_hot(batch["a"], 2), len(batch["s"])
+    eps = dai.prediction_error(params["transition"], prior, s, a_onehot, batch["s_next"] - s).mean(axis=1)
+    v = dai.bootstrap_value(dai.pair_efe(target, batch["s_next"], 2), dai.mlp(params["policy"], batch["s_next"]))
+    y = dai.efe_targets(batch["r"] + 5.0 * eps, np.zeros(n), batch["terminated"], v, cfg.gamma, dai.EPISTEMIC_GAMMA, 5.0)
+    expected = float(dai.efe_loss(params["efe"], s, a_onehot, y))
+    q_expected = float(dai.policy_loss(params["policy"], s, np.sum(dai.pair_efe(params, s, 2), axis=1), 1.0))
+    metrics = dai.update(params, prior, target, state, batch, stats, cfg)
+    assert metrics["efe_loss"] == pytest.approx(expected, rel=1e-5)
+    assert metrics["policy_loss"] == pytest.approx(q_expected, rel=1e-5)
+    assert metrics["epistemic_bonus"] == pytest.approx(5.0 * np.mean(eps), rel=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,40 +352,6 @@ def test_adam_minimises_a_quadratic_and_its_first_step_has_size_lr():
     np.testing.assert_allclose(y, [0.9, -0.9], rtol=1e-5)
 
 
-def test_the_efe_pair_bootstraps_g_prag_on_its_max_and_g_on_its_min_and_both_nets_learn_y():
-    """One update against a plain loop: y_prag bootstraps on max(Gbar1, Gbar2), y on min(Gbar1, Gbar2), q follows
-    min(G1, G2) of G (before the reward is found), and both nets step towards y (each from its own initial
-    weights, so neither the max nor the min is one net alone)."""
-    cfg, sizes, rng = small_config(), dai.network_sizes(3, 2, 16, 2, 2), np.random.default_rng(4)
-    state, buf = dai.init_state(np.random.default_rng(0), sizes, 1.0), dai.buffer_init(50, 3)
-    for _ in range(50):
-        s = rng.normal(size=3).astype(np.float32)
-        dai.buffer_add(buf, s, rng.integers(2), rng.normal(), s + rng.normal(0, 0.1, 3).astype(np.float32), 0.0)
-    params, target = dai.param_views(state["theta"], sizes), dai.param_views(state["target_theta"], {n: sizes[n] for n in dai.EFE_NETS})
-    batch, y, g = dai.buffer_sample(buf, rng, 8), np.zeros((8, 2)), np.zeros((8, 2))
-    s, a_onehot = batch["s"], dai.one_hot(batch["a"], 2)
-    e = dai.epistemic_value(dai.prediction_error(params["transition"], s, a_onehot,
-                                                 dai.transition_target(s, batch["s_next"], buf["delta_stats"], False)), 3, False)
-    for i in range(8):
-        q = np.exp(dai.log_softmax(dai.mlp(params["policy"], batch["s_next"][i : i + 1])[0]))
-        gbar = [dai.efe_heads(target[net], batch["s_next"][i : i + 1], 2)[0] for net in ("efe", "efe2")]  # (heads, actions)
-        v = [max(gbar[0][0, a], gbar[1][0, a]) for a in (0, 1)], [min(gbar[0][1, a], gbar[1][1, a]) for a in (0, 1)]
-        y[i] = -batch["r"][i] - np.array([0.0, 5.0]) * e[i] + cfg.gamma * np.array(v) @ q
-        g[i] = np.minimum(*[dai.efe_heads(params[net], s[i : i + 1], 2)[0, 1] for net in ("efe", "efe2")])
-    y_alone = dai.efe_targets(batch["r"], e, batch["terminated"], dai.bootstrap_value(
-        dai.efe_heads(target["efe"], batch["s_next"], 2), dai.mlp(params["policy"], batch["s_next"])), cfg.gamma, np.array([0.0, 5.0]))
-    expected = [float(dai.efe_loss(params["efe"], s, a_onehot, targets, np.ones(2))) for targets in (y, y_alone)]
-    q_expected = [float(dai.policy_loss(params["policy"], s, gs, 1.0)) for gs in (g, dai.efe_heads(params["efe"], s, 2)[:, 1])]
-    before = {net: [(W.copy(), b.copy()) for W, b in params[net]] for net in dai.EFE_NETS}
-    metrics = dai.update(params, target, state, batch, buf["delta_stats"], cfg, 5.0)
-    assert metrics["efe_loss"] == pytest.approx(expected[0], rel=1e-5) and metrics["efe_loss"] != pytest.approx(expected[1], rel=1e-3)
-    assert metrics["policy_loss"] == pytest.approx(q_expected[0], rel=1e-5)
-    assert metrics["policy_loss"] != pytest.approx(q_expected[1], rel=1e-3)
-    for net in dai.EFE_NETS:  # one Adam step moves every array of both nets, and each nearer to y
-        assert all(np.any(W != W0) and np.any(b != b0) for (W, b), (W0, b0) in zip(params[net], before[net]))
-        assert dai.efe_loss(params[net], s, a_onehot, y, np.ones(2)) < dai.efe_loss(before[net], s, a_onehot, y, np.ones(2))
-
-
 def test_polyak_moves_the_target_a_share_tau_of_the_way():
     target, online = [(np.zeros((2, 2)), np.zeros(2))], [(np.ones((2, 2)), np.full(2, 2.0))]
     dai.polyak(target, online, 0.25)
@@ -353,7 +360,7 @@ def test_polyak_moves_the_target_a_share_tau_of_the_way():
 
 
 def test_buffer_wraps_around_and_samples_stored_transitions():
-    buf = dai.buffer_init(3, 2)
+    buf = dai.buffer_init(3, 2, np.random.default_rng(0), 2)
     for i in range(5):
         dai.buffer_add(buf, np.full(2, i), i % 2, float(i), np.full(2, i + 1), i == 4)
     assert buf["size"] == 3 and buf["index"] == 2 and sorted(buf["r"]) == [2.0, 3.0, 4.0]  # 0 and 1 overwritten
@@ -495,7 +502,8 @@ def test_cli_help_lists_every_config_field_with_its_default_in_at_most_80_lines(
     (["CartPole-v1", "--learning-rate", "0"], "learning_rate must be > 0"),
     (["CartPole-v1", "--total-steps", "-5"], "total_steps must be at least 1"),
     (["CartPole-v1", "--tau", "0"], "tau must be in (0, 1]"),
-    (["CartPole-v1", "--epistemic-decay-fraction", "-0.1"], "epistemic_decay_fraction must be >= 0"),
+    (["CartPole-v1", "--epistemic-weight", "-0.1"], "epistemic_weight must be >= 0"),
+    (["CartPole-v1", "--ensemble-size", "0"], "ensemble_size must be at least 1"),
     (["CartPole-v1", "--target-entropy", "1.5"], "target_entropy must be in (0, 1)"),
     (["CartPole-v1", "--total-steps", "ten"], "invalid int value"),
     (["CartPole-v1", "--no-such-flag"], "unrecognized arguments"),
@@ -555,20 +563,23 @@ def good_checkpoint(tmp_path_factory):
 
 
 def test_checkpoint_round_trip_gives_identical_actions_and_identical_continued_training(tmp_path):
-    """With the default epistemic term, so the running statistics, the fading weight's step count
-    and the step the reward was found are part of what must survive the round trip."""
+    """With the default epistemic term, so the running statistics, the heads' prior and the buffer's
+    masks are part of what must survive the round trip."""
     path = str(tmp_path / "agent.npz")
-    params, history = dai.train(small_config(save=path, epistemic_decay_fraction=2.5), progress=None)
+    params, history = dai.train(small_config(save=path, ensemble_size=3), progress=None)
     ckpt, saved = dai.read_checkpoint(path)
-    returns = history["episode_return"]
-    span = [min(returns), max(returns)]
-    assert list(ckpt["state.return_range"]) == span and 0 < int(ckpt["state.reward_step"]) <= 600
     assert int(ckpt["step"]) == 600 and int(ckpt["buffer.delta_stats.count"]) == 600
     cfg = dai.Config(**{**saved, "total_steps": 900})
-    assert cfg.hidden_size == 16 and not cfg.raw_epistemic
-    sizes = dai.network_sizes(4, 2, 16, 2, 2)
+    assert cfg.hidden_size == 16 and cfg.ensemble_size == 3 and not cfg.raw_epistemic
+    sizes = dai.network_sizes(4, 2, 16, 2, 3)
     state, buf, _, step = dai.restore(ckpt, cfg, sizes)
-    assert (list(state["return_range"]), state["reward_step"], step) == (span, ckpt["state.reward_step"], 600)
+    fresh = dai.prior_of(dai.init_state(np.random.default_rng(cfg.seed), sizes, 1.0, 3), sizes)["layers"]
+    for (W, b), (W0, b0) in zip(dai.prior_of(state, sizes)["layers"][:-1], fresh[:-1]):  # fixed since drawn
+        np.testing.assert_array_equal(W, W0)
+    scale = dai.prior_of(state, sizes)["layers"][-1][0] / fresh[-1][0]  # the output layer scaled once
+    assert np.allclose(scale, scale.flat[0]) and scale.flat[0] > 0
+    np.testing.assert_array_equal(buf["mask"], ckpt["buffer.mask"])
+    assert step == 600 and set(np.unique(buf["mask"])) == {0.0, 1.0}
     loaded = dai.param_views(state["theta"], sizes)
     states = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
     assert [dai.act(params["policy"], s) for s in states] == [dai.act(loaded["policy"], s) for s in states]
@@ -584,8 +595,8 @@ def test_checkpoint_round_trip_gives_identical_actions_and_identical_continued_t
     ("foreign npz", f"is not a dai.py checkpoint of format {dai.CHECKPOINT_VERSION}"),
     ("other version", f"is not a dai.py checkpoint of format {dai.CHECKPOINT_VERSION}"),
     ("other env", "checkpoint (made for CartPole-v1) does not fit Acrobot-v1"),
-    ("other hidden size", "load it with its env_id, hidden_size, hidden_layers, raw_epistemic, buffer_size"),
-    ("one head", "does not fit CartPole-v1 with these flags: state.theta"),
+    ("other hidden size", "load it with its env_id, hidden_size, hidden_layers, ensemble_size, buffer_size"),
+    ("other ensemble", "does not fit CartPole-v1 with these flags: state.theta"),
     ("other buffer", "buffer.s, "),
 ])
 def test_bad_checkpoints_are_refused_with_their_reason(tmp_path, good_checkpoint, kind, words):
@@ -604,7 +615,7 @@ def test_bad_checkpoints_are_refused_with_their_reason(tmp_path, good_checkpoint
     else:
         path = good_checkpoint
         args = {"other env": ["Acrobot-v1"], "other hidden size": ["CartPole-v1", "--hidden-size", "8"],
-                "one head": ["CartPole-v1", "--raw-epistemic"], "other buffer": ["CartPole-v1", "--buffer-size", "500"]
+                "other ensemble": ["CartPole-v1", "--ensemble-size", "3"], "other buffer": ["CartPole-v1", "--buffer-size", "500"]
                 }.get(kind, args)
     out = run_cli(*args, "--load", path, "--eval-only", "--eval-episodes", "1")
     assert out.returncode == 2 and "Traceback" not in out.stderr
@@ -634,8 +645,9 @@ def corruptions(ckpt, rng):
                  json.dumps({**config, "extra": 1}), json.dumps({**config, "gamma": float("nan")}),
                  json.dumps({**config, "buffer_size": -3}), json.dumps({**config, "env_kwargs": "[1]"})):
         yield f"config {text[:30]}", {**ckpt, "config": np.array(text)}
-    for field, bad in (("buffer.index", 10**6), ("buffer.size", -1), ("step", -4), ("state.reward_step", -7)):
+    for field, bad in (("buffer.index", 10**6), ("buffer.size", -1), ("step", -4)):
         yield f"{field} = {bad}", {**ckpt, field: np.array(bad)}
+    yield "buffer.mask not 0 or 1", {**ckpt, "buffer.mask": np.full_like(ckpt["buffer.mask"], np.nan)}
     yield "buffer.a out of range", {**ckpt, "buffer.a": np.full_like(ckpt["buffer.a"], 99)}
     yield "theta not finite", {**ckpt, "state.theta": np.full_like(ckpt["state.theta"], np.nan)}
     yield "rng_state not a generator's", {**ckpt, "rng_state": np.array('{"bit_generator": "MT19937"}')}
@@ -689,7 +701,7 @@ def test_a_crash_during_a_save_leaves_the_old_checkpoint_loadable(tmp_path, good
     open(path, "wb").write(open(good_checkpoint, "rb").read())
     before = open(path, "rb").read()
     ckpt, saved = dai.read_checkpoint(path)
-    cfg, sizes = dai.Config(**saved), dai.network_sizes(4, 2, 16, 2, 2)
+    cfg, sizes = dai.Config(**saved), dai.network_sizes(4, 2, 16, 2, 5)
     state, buf, rng, step = dai.restore(ckpt, cfg, sizes)
 
     def crash(f, **arrays):

@@ -3,15 +3,13 @@
     python benchmarks/beliefs.py                        # seed 8, 40k steps, about a minute on one core
     python benchmarks/beliefs.py --seed 0 --steps 60000 --out /tmp/beliefs.png
 
-Trains dai.py's default agent on MountainCar-v0 with the schedule of the README's 200k-step runs
-(lambda fades over their first 20k steps), saving a checkpoint at every evaluation, and draws a row
-of panels over a grid of (position, velocity) at four of them: the first evaluation, the last
+Trains dai.py's default agent on MountainCar-v0, saving a checkpoint at every evaluation, and draws
+a row of panels over a grid of (position, velocity) at four of them: the first evaluation, the last
 before a training episode first reached the goal, the first after, and the end. The panels:
 
     visits     where the agent has been: the states in its replay buffer (log count)
-    e          the epistemic value, the model's surprise: dai.epistemic_value of each action's
-               true next state (MountainCar's equations, novelty.py), the mean over actions
-    min_a G    what the EFE head that q follows prefers (lower is preferred)
+    e          the information gain dai.information_gain, the mean over actions
+    min_a G    what q follows prefers: G_r + G_e - lambda e, lower is preferred
     q          the action the policy's mode takes, shaded by q's entropy (dark: certain)
 
 Every grid comes from dai.py's own functions on a restored checkpoint (belief_grids); the grids
@@ -36,7 +34,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, ".."))
 import dai  # noqa: E402
-from novelty import mountain_car_step  # noqa: E402
 from solve import parse_overrides  # noqa: E402
 
 POSITION, VELOCITY = (-1.2, 0.6), (-0.07, 0.07)  # MountainCar-v0's observation bounds
@@ -50,35 +47,28 @@ def grid_states(n):
 
 
 def restore(path):
-    """(cfg, params, state, buffer, step) of a checkpoint, through dai.read_checkpoint and dai.restore."""
+    """(cfg, params, prior, state, buffer, step) of a checkpoint, through dai.read_checkpoint and dai.restore."""
     ckpt, config = dai.read_checkpoint(path)
     cfg = dai.Config(**config)
     with dai.make_env(cfg.env_id, cfg.env_kwargs) as env:
         sizes = dai.sizes_of(env, cfg)
     state, buf, _, step = dai.restore(ckpt, cfg, sizes)
-    return cfg, dai.param_views(state["theta"], sizes), state, buf, step
+    prior = dai.prior_of(state, sizes)
+    return cfg, dai.param_views(state["theta"], sizes), prior, state, buf, step
 
 
 def belief_grids(path, n=41):
     """The agent of checkpoint `path` over grid_states(n); each grid (n, n), velocity along the rows."""
-    cfg, params, state, buf, step = restore(path)
+    cfg, params, prior, state, buf, step = restore(path)
     s = grid_states(n)
-    found = 0 <= state["reward_step"] <= step
-    e = []
-    for a in range(len(ACTIONS)):
-        a_onehot = dai.one_hot(np.full(len(s), a), len(ACTIONS))
-        d = dai.transition_target(s, mountain_car_step(s, a), buf["delta_stats"], cfg.raw_epistemic)
-        e.append(dai.epistemic_value(dai.prediction_error(params["transition"], s, a_onehot, d), 2, cfg.raw_epistemic))
-    g = dai.pair_efe(params, s, len(ACTIONS))  # (n * n, heads, actions), the G q follows
-    k = dai.head_schedule(g.shape[1], found)[0]  # the head q follows
+    e = dai.information_gain(params["transition"], prior, s, len(ACTIONS))  # (n * n, actions)
+    g = np.sum(dai.pair_efe(params, s, len(ACTIONS)), axis=1) - cfg.epistemic_weight * e  # (n * n, actions)
     logq = dai.log_softmax(dai.mlp(params["policy"], s))  # (n * n, actions)
     visited = buf["s"][: buf["size"]]
     edges = [np.linspace(*POSITION, n + 1), np.linspace(*VELOCITY, n + 1)]
     visits = np.histogram2d(visited[:, 0], visited[:, 1], bins=edges)[0].T  # rows: velocity
-    decay_steps = round(cfg.epistemic_decay_fraction * cfg.total_steps)
-    return {"step": step, "lambda": dai.epistemic_weight_at(step, cfg.epistemic_weight, decay_steps, found),
-            "beta": dai.precision_of(state), "head": k, "visits": visits,
-            "e": np.mean(e, axis=0).reshape(n, n), "min_g": g[:, k].min(axis=1).reshape(n, n),
+    return {"step": step, "lambda": cfg.epistemic_weight, "beta": dai.precision_of(state), "visits": visits,
+            "e": e.mean(axis=1).reshape(n, n), "min_g": g.min(axis=1).reshape(n, n),
             "mode": logq.argmax(axis=1).reshape(n, n), "entropy": -np.sum(np.exp(logq) * logq, axis=1).reshape(n, n)}
 
 
@@ -116,9 +106,8 @@ def draw(grids, history, path, title):
         row[0].set_ylabel(f"step {g['step']:,}: λ {g['lambda']:.3g}, β {g['beta']:.3g}\n"
                           f"eval return {eval_return.get(g['step'], float('nan')):.1f}\n\nvelocity")
         panels = [(show(row[0], np.log1p(g["visits"]), cmap="Greys"), "where it has been: log(1 + visits)"),
-                  (show(row[1], g["e"], cmap="magma", vmin=0, vmax=1), "its surprise: e, mean over actions"),
-                  (show(row[2], g["min_g"], cmap="viridis_r"),
-                   f"what it prefers: min_a {('G_prag', 'G')[g['head']]} (yellow: low)")]
+                  (show(row[1], g["e"], cmap="magma", vmin=0), "what it would learn: e, mean over actions"),
+                  (show(row[2], g["min_g"], cmap="viridis_r"), "what it prefers: min_a G_r + G_e − λe (yellow: low)")]
         for image, name in panels:
             fig.colorbar(image, ax=image.axes)
             image.axes.set_title(name, fontsize=9)
@@ -139,18 +128,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=8)
     parser.add_argument("--steps", type=int, default=40_000, help="env steps to train for")
-    parser.add_argument("--schedule-steps", type=int, default=200_000,
-                        help="the run length whose fade of lambda to use (epistemic_decay_fraction of it)")
     parser.add_argument("--grid", type=int, default=41, help="grid points per axis")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "MountainCar-v0_beliefs.png"))
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="Config overrides")
     parser.add_argument("--checkpoints", default=None, help="keep the checkpoints in this folder (default: deleted)")
     args = parser.parse_args()
     overrides = parse_overrides(args.set)
-    fade = overrides.pop("epistemic_decay_fraction", dai.Config.epistemic_decay_fraction) * args.schedule_steps / args.steps
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.checkpoints or scratch
-        cfg = dai.Config(env_id="MountainCar-v0", seed=args.seed, total_steps=args.steps, epistemic_decay_fraction=fade,
+        cfg = dai.Config(env_id="MountainCar-v0", seed=args.seed, total_steps=args.steps,
                          save=os.path.join(folder, "agent.npz"), **overrides)
         try:
             history = train_keeping_checkpoints(cfg, folder)

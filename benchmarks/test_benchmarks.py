@@ -110,73 +110,104 @@ def test_the_costly_corridor_pays_one_at_the_far_end_and_charges_each_step_right
     assert env.spec.max_episode_steps == 100
 
 
+def test_deep_sea_pays_one_only_at_the_end_of_the_path_of_n_moves_right():
+    import gymnasium as gym
+    import numpy as np
+    import tasks  # noqa: F401  registers DeepSea-v0
+    env = gym.make("DeepSea-v0", size=6, map_seed=3)
+    game = env.unwrapped
+    assert len(np.unique(game.right_action)) == 2  # "right" is not the same action everywhere
+    for policy, treasure in (("right", True), ("left once", False), ("left", False)):
+        obs, total = env.reset(seed=0)[0], 0.0
+        for t in range(6):
+            right = policy == "right" or (policy == "left once" and t != 2)
+            action = game.right_action[game.row, game.column] if right else 1 - game.right_action[game.row, game.column]
+            obs, r, terminated, truncated, _ = env.step(int(action))
+            total += r
+            assert terminated == (t == 5) and not truncated
+        moves_right = {"right": 6, "left once": 5, "left": 0}[policy]
+        assert total == pytest.approx(float(treasure) - moves_right * 0.01 / 6)
+    assert obs == 5 * 6 + 0  # the bottom row's first cell after six moves left
+
+
+def test_the_noisy_corridor_shows_noise_only_on_the_tv_and_walks_like_the_corridor():
+    import gymnasium as gym
+    import numpy as np
+    import tasks  # noqa: F401  registers NoisyCorridor-v0
+    env = gym.make("NoisyCorridor-v0")
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (31,) and obs[0] == 1 and obs[-1] == 0
+    screens = [env.step(4)[0] for _ in range(50)]
+    assert all(s[0] == 1 for s in screens) and np.std([s[-1] for s in screens]) > 0.5  # in place, noise
+    obs, reward, *_ = env.step(2)
+    assert obs[1] == 1 and obs[-1] == 0 and reward == pytest.approx(-0.01 / 30)
+
+
 @needs("matplotlib")
 def test_beliefs_draws_what_the_agents_own_functions_give_state_by_state(tmp_path):
-    """The saved grids of beliefs.py against dai.py called on single states of the grid, with next
-    states from MountainCar itself (so novelty.py's copy of its equations is checked too)."""
-    import gymnasium as gym
+    """The saved grids of beliefs.py against dai.py called on single states of the grid."""
     import numpy as np
     sys.path.insert(0, os.path.join(HERE, ".."))
     import dai
     stdout = run("beliefs.py", "--steps", "1500", "--grid", "7", "--out", str(tmp_path / "b.png"), "--checkpoints",
                  str(tmp_path), "--set", "learning_starts=100", "hidden_size=16", "eval_every=500", "eval_episodes=2")
     assert (tmp_path / "b.png").stat().st_size > 10_000 and "moments [500, 1000, 1000, 1500]" in stdout
-    grids, env = np.load(tmp_path / "b.npz"), gym.make("MountainCar-v0").unwrapped
-    env.reset(seed=0)
+    grids = np.load(tmp_path / "b.npz")
     for i in (0, 3):
         ckpt, config = dai.read_checkpoint(str(tmp_path / f"step_{int(grids[f'step_{i}'])}.npz"))
         cfg = dai.Config(**config)
-        sizes = dai.network_sizes(2, 3, 16, 2, 2)
+        sizes = dai.network_sizes(2, 3, 16, 2, cfg.ensemble_size)
         state, buf, _, step = dai.restore(ckpt, cfg, sizes)
         params = dai.param_views(state["theta"], sizes)
-        assert grids[f"lambda_{i}"] == dai.epistemic_weight_at(step, 30.0, 20_000, state["reward_step"] >= 0) > 0
+        prior = dai.prior_of(state, sizes)
+        assert grids[f"lambda_{i}"] == cfg.epistemic_weight == 10.0
         for j, s in enumerate(grids["states"]):
             assert grids[f"mode_{i}"].flat[j] == dai.act(params["policy"], s)
-            g = dai.pair_efe(params, s[None], 3)[0, int(grids[f"head_{i}"])]  # (actions,)
-            assert grids[f"min_g_{i}"].flat[j] == pytest.approx(g.min(), rel=1e-5)
-            e = []
-            for a in range(3):
-                env.state = s.astype(np.float64)
-                s_next = np.asarray(env.step(a)[0], np.float32)
-                d = dai.transition_target(s[None], s_next[None], buf["delta_stats"], raw=False)
-                e.append(dai.epistemic_value(dai.prediction_error(params["transition"], s[None], dai.one_hot([a], 3), d), 2, False))
-            assert grids[f"e_{i}"].flat[j] == pytest.approx(np.mean(e), rel=1e-3, abs=1e-6)
+            e = [dai.information_gain(params["transition"], prior, s[None], 3)[0, a] for a in range(3)]
+            g = [dai.pair_efe(params, s[None], 3)[0, :, a].sum() - cfg.epistemic_weight * e[a] for a in range(3)]
+            assert grids[f"min_g_{i}"].flat[j] == pytest.approx(min(g), rel=1e-5)
+            assert grids[f"e_{i}"].flat[j] == pytest.approx(np.mean(e), rel=1e-5)
         visited = buf["s"][: buf["size"]]
         assert grids[f"visits_{i}"].sum() == len(visited) == step
 
 
-@pytest.mark.parametrize("reward_step", [-1, 5])
-def test_the_handwritten_floor_computes_dai_updates_gradient(reward_step):
-    """update_cost.py's floor is only a floor if it computes what dai.update does: its gradient
-    against autograd's of dai's three losses, before the switch (q on G) and after (q on G_prag)."""
+@pytest.mark.parametrize("overrides", [{}, {"raw_epistemic": True}, {"epistemic_weight": 0.0}])
+def test_the_handwritten_floor_computes_dai_updates_gradient(overrides):
+    """update_cost.py's floor is only a floor if it computes what dai.update does: its gradient against
+    autograd's of dai's losses, with the information gain, with the paper's term and with reward alone."""
     import numpy as np
     sys.path.insert(0, HERE)
     sys.path.insert(0, os.path.join(HERE, ".."))
     import dai
     from update_cost import handwritten_gradient
-    cfg, rng = dai.Config(), np.random.default_rng(3)
-    sizes = dai.network_sizes(4, 2, 32, 2, 2)
-    state = dai.init_state(rng, sizes, 2.0)
-    state["reward_step"] = reward_step
+    cfg, rng = dai.Config(**{"epistemic_weight": 3.0, "ensemble_size": 3, **overrides}), np.random.default_rng(3)
+    sizes = dai.network_sizes(4, 2, 32, 2, cfg.ensemble_size)
+    state = dai.init_state(rng, sizes, 2.0, cfg.ensemble_size)
     params = dai.param_views(state["theta"], sizes)
+    prior = dai.prior_of(state, sizes)
     state["target_theta"] += rng.normal(0, 0.01, state["target_theta"].shape).astype(np.float32)
     target = dai.param_views(state["target_theta"], {n: sizes[n] for n in dai.EFE_NETS})
-    buf = dai.buffer_init(256, 4)
+    buf = dai.buffer_init(256, 4, rng, cfg.ensemble_size)
     for _ in range(256):
         s = rng.normal(size=4).astype(np.float32)
         dai.buffer_add(buf, s, rng.integers(2), rng.normal(), s + rng.normal(0, 0.1, 4), rng.random() < 0.1)
-    batch = dai.buffer_sample(buf, rng, 64)
-    found = reward_step >= 0
-    s, a_onehot = batch["s"], dai.one_hot(batch["a"], 2)
-    d = dai.transition_target(s, batch["s_next"], buf["delta_stats"], False)
-    e = dai.epistemic_value(dai.prediction_error(params["transition"], s, a_onehot, d), 4, False)
-    k, w = dai.head_schedule(2, found)
-    v_next = dai.bootstrap_value(dai.pair_efe(target, batch["s_next"], 2), dai.mlp(params["policy"], batch["s_next"]))
-    y = dai.efe_targets(batch["r"], e, batch["terminated"], v_next, cfg.gamma, np.array([0.0, 7.0], np.float32))
-    grads = {"transition": dai.transition_loss_and_grad(params["transition"], s, a_onehot, d)[1],
-             "policy": dai.policy_loss_and_grad(params["policy"], s, dai.pair_efe(params, s, 2)[:, k], 2.0)[1],
-             **{net: dai.efe_loss_and_grad(params[net], s, a_onehot, y, np.array(w, np.float32))[1] for net in dai.EFE_NETS}}
+    batch, lam = dai.buffer_sample(buf, rng, 64), cfg.epistemic_weight
+    s, s_next, a_onehot = batch["s"], batch["s_next"], dai.one_hot(batch["a"], 2)
+    d = dai.transition_target(s, s_next, buf["delta_stats"], prior["projection"], cfg.raw_epistemic)
+    e, e_next = np.split(dai.information_gain(params["transition"], prior, np.concatenate([s, s_next]), 2), 2)
+    r = batch["r"]
+    if cfg.raw_epistemic:  # the observed prediction error paid as reward, and no information gain
+        r = r + lam * dai.prediction_error(params["transition"], prior, s, a_onehot, d).mean(axis=1)
+        e, e_next = 0 * e, 0 * e_next
+    logits_next = dai.mlp(params["policy"], s_next)
+    v_next = dai.bootstrap_value(dai.pair_efe(target, s_next, 2), logits_next)
+    y = dai.efe_targets(r, dai.bootstrap_value(e_next, logits_next), batch["terminated"], v_next, cfg.gamma,
+                        dai.EPISTEMIC_GAMMA, lam)
+    g = np.sum(dai.pair_efe(params, s, 2), axis=1) - lam * e
+    grads = {"transition": dai.transition_loss_and_grad(params["transition"], prior, s, a_onehot, d, batch["mask"])[1],
+             "policy": dai.policy_loss_and_grad(params["policy"], s, g, 2.0)[1],
+             **{net: dai.efe_loss_and_grad(params[net], s, a_onehot, y)[1] for net in dai.EFE_NETS}}
     autograd = np.concatenate([x.ravel() for net in params for W_b in grads[net] for x in W_b])
-    written = handwritten_gradient(params, target, state, batch, buf["delta_stats"], cfg, 7.0)
+    written = handwritten_gradient(params, prior, target, state, batch, buf["delta_stats"], cfg)
     assert written.shape == autograd.shape == state["theta"].shape
     np.testing.assert_allclose(written, autograd, rtol=1e-4, atol=1e-6)

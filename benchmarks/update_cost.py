@@ -2,7 +2,7 @@
 
     python benchmarks/update_cost.py                 # CartPole-v1 sizes
     python benchmarks/update_cost.py Acrobot-v1 --updates 500
-    python benchmarks/update_cost.py --set raw_epistemic=true     # the author's form, one EFE head
+    python benchmarks/update_cost.py --set epistemic_weight=0     # reward alone: no information gain
 
 Beside it, in the same run: the floor, the same update with every gradient written out in NumPy
 (handwritten_gradient, no autograd; a test checks it against dai.py's autograd gradients), and
@@ -45,55 +45,63 @@ def mlp_backward(layers, inputs, g):
     return grads[::-1]
 
 
-def handwritten_gradient(params, target, state, batch, delta_stats, cfg, weight):
+def handwritten_gradient(params, prior, target, state, batch, delta_stats, cfg):
     """The gradient of L_T + L_G (each of the pair) + L_q in theta's order, as dai.update computes it with
-    autograd, with each loss's derivative written out: dL_T/df = (f - d)/B, dL_G/dG_k = 2 w_k (G_k - y_k)/B
-    at the action taken, dL_q/dz = q (log q - log p - KL)/B for the policy's logits z."""
-    s, s_next, r, terminated = batch["s"], batch["s_next"], batch["r"], batch["terminated"]
-    B, n_actions = len(s), params["policy"][-1][1].shape[0]
+    autograd, with each loss's derivative written out: dL_T/df_k = m_k (f_k - d) / sum(m) for the heads,
+    dL_G/dG_k = 2 (G_k - y_k)/B at the action taken, dL_q/dz = q (log q - log p - KL)/B for the policy's logits z."""
+    s, s_next, r, terminated, mask = batch["s"], batch["s_next"], batch["r"], batch["terminated"], batch["mask"]
+    B, n_actions, lam = len(s), params["policy"][-1][1].shape[0], cfg.epistemic_weight
     a_onehot = dai.one_hot(batch["a"], n_actions)
-    d = dai.transition_target(s, s_next, delta_stats, cfg.raw_epistemic)
-    t_inputs, f = dai.mlp_inputs(params["transition"], np.concatenate([s, a_onehot], axis=1))
-    e = dai.epistemic_value(0.5 * np.sum((d - f) ** 2, axis=1), s.shape[1], cfg.raw_epistemic)
+    d = dai.transition_target(s, s_next, delta_stats, prior["projection"], cfg.raw_epistemic)
+    x = np.concatenate([s, a_onehot], axis=1)
+    t_inputs, f = dai.mlp_inputs(params["transition"], x)
+    f = (f + dai.mlp(prior["layers"], x)).reshape(B, -1, d.shape[1])  # (batch, K, len(d))
+    e = e_next = np.zeros((B, n_actions), np.float32)
+    if cfg.raw_epistemic:
+        r = r + lam * np.mean(0.5 * np.sum((d[:, None] - f) ** 2, axis=2), axis=1)
+    elif lam > 0:
+        e, e_next = np.split(dai.information_gain(params["transition"], prior, np.concatenate([s, s_next]), n_actions), 2)
     logits_next = dai.mlp(params["policy"], s_next)
-    g_next = dai.pair_efe(target, s_next, n_actions)
-    k, w = dai.head_schedule(g_next.shape[1], state["reward_step"] >= 0)
-    weights = np.array([weight] if g_next.shape[1] == 1 else [0.0, weight], dtype=np.float32)
-    y = dai.efe_targets(r, e, terminated, dai.bootstrap_value(g_next, logits_next), cfg.gamma, weights)
+    g_next = [dai.mlp(target[net], s_next).reshape(B, 2, n_actions) for net in dai.EFE_NETS]
+    g_next = np.stack([np.maximum(g_next[0][:, 0], g_next[1][:, 0]), np.minimum(g_next[0][:, 1], g_next[1][:, 1])], 1)
+    y = dai.efe_targets(r, dai.bootstrap_value(e_next, logits_next), terminated, dai.bootstrap_value(g_next, logits_next),
+                        cfg.gamma, dai.EPISTEMIC_GAMMA, lam)  # (batch, 2)
     grads, g_pair = {}, []
     for net in dai.EFE_NETS:
-        g_inputs, g_flat = dai.mlp_inputs(params[net], s)
-        g_pair.append(g_flat.reshape(B, -1, n_actions))  # (batch, heads, actions)
-        g_taken = np.sum(g_pair[-1] * a_onehot[:, None, :], axis=2)
-        dg = (2.0 * np.array(w, np.float32) * (g_taken - y) / B)[:, :, None] * a_onehot[:, None, :]
+        g_inputs, g_net = dai.mlp_inputs(params[net], s)
+        g_pair.append(g_net.reshape(B, 2, n_actions))  # (batch, heads, actions)
+        g_taken = np.sum(g_pair[-1] * a_onehot[:, None, :], axis=2)  # (batch, 2)
+        dg = (2.0 * (g_taken - y) / B)[:, :, None] * a_onehot[:, None, :]
         grads[net] = mlp_backward(params[net], g_inputs, dg.reshape(B, -1).astype(np.float32))
     p_inputs, logits = dai.mlp_inputs(params["policy"], s)
-    g = np.maximum(*g_pair)[:, k] if k == 0 else np.minimum(*g_pair)[:, k]  # as dai.pair_efe
+    g = np.maximum(g_pair[0][:, 0], g_pair[1][:, 0]) + np.minimum(g_pair[0][:, 1], g_pair[1][:, 1]) - lam * e
     logq, logp = dai.log_softmax(logits), dai.log_softmax(-dai.precision_of(state) * g)
     q = np.exp(logq)
     kl = np.sum(q * (logq - logp), axis=1, keepdims=True)
-    grads["transition"] = mlp_backward(params["transition"], t_inputs, ((f - d) / B).astype(np.float32))
+    df = mask[:, :, None] * (f - d[:, None]) / np.sum(mask)  # (batch, K, obs_dim)
+    grads["transition"] = mlp_backward(params["transition"], t_inputs, df.reshape(B, -1).astype(np.float32))
     grads["policy"] = mlp_backward(params["policy"], p_inputs, (q * (logq - logp - kl) / B).astype(np.float32))
     return np.concatenate([x.ravel() for net in params for W_b in grads[net] for x in W_b])
 
 
-def handwritten_update(params, target, state, batch, delta_stats, cfg, weight):
+def handwritten_update(params, prior, target, state, batch, delta_stats, cfg):
     """dai.update's Adam step on theta from handwritten_gradient (beta's step left out: one scalar)."""
-    flat_grad = handwritten_gradient(params, target, state, batch, delta_stats, cfg, weight)
+    flat_grad = handwritten_gradient(params, prior, target, state, batch, delta_stats, cfg)
     dai.adam_step(state["theta"], flat_grad, state["adam_theta"], cfg.learning_rate)
 
 
 def ms_per_update(cfg, sizes, n, update=dai.update):
     rng = np.random.default_rng(0)
-    state = dai.init_state(rng, sizes, cfg.precision)
+    state = dai.init_state(rng, sizes, cfg.precision, cfg.ensemble_size)
     params = dai.param_views(state["theta"], sizes)
+    prior = dai.prior_of(state, sizes)
     target = dai.param_views(state["target_theta"], {n: sizes[n] for n in dai.EFE_NETS})
     obs_dim, n_actions = sizes["efe"][0], sizes["policy"][-1]
-    buf = dai.buffer_init(10_000, obs_dim)
+    buf = dai.buffer_init(10_000, obs_dim, rng, cfg.ensemble_size)
     for _ in range(10_000):
         dai.buffer_add(buf, rng.normal(size=obs_dim), rng.integers(n_actions), 1.0, rng.normal(size=obs_dim), 0.0)
-    step = lambda: update(params, target, state, dai.buffer_sample(buf, rng, cfg.batch_size), buf["delta_stats"],
-                          cfg, cfg.epistemic_weight)
+    step = lambda: update(params, prior, target, state, dai.buffer_sample(buf, rng, cfg.batch_size),
+                          buf["delta_stats"], cfg)
     for _ in range(20):  # warm-up
         step()
     start = time.perf_counter()
@@ -105,7 +113,7 @@ def ms_per_update(cfg, sizes, n, update=dai.update):
 def ms_per_env_step(cfg, sizes, n):
     env = dai.make_env(cfg.env_id, cfg.env_kwargs)
     rng = np.random.default_rng(0)
-    params = dai.param_views(dai.init_state(rng, sizes, cfg.precision)["theta"], sizes)
+    params = dai.param_views(dai.init_state(rng, sizes, cfg.precision, cfg.ensemble_size)["theta"], sizes)
     obs, _ = env.reset(seed=0)
     start = time.perf_counter()
     for _ in range(n):
