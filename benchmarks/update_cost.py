@@ -140,8 +140,8 @@ def main():
     print(f"update (dai.py, hand-written MLP backward): {update_ms:.2f} ms")
     print(f"update with every gradient written out (the floor): {floor_ms:.2f} ms, dai.py {update_ms / floor_ms:.2f}x it")
     print(f"env step + acting: {step_ms:.3f} ms")
-    print(f"implied env steps per second at {cfg.updates} update(s) every {cfg.train_every} step(s): "
-          f"{1e3 / (step_ms + update_ms * cfg.updates / cfg.train_every):.0f}")
+    print(f"implied env steps per second at an update every {cfg.train_every} step(s): "
+          f"{1e3 / (step_ms + update_ms / cfg.train_every):.0f}")
     dai.mlp = traced_mlp  # the losses look mlp up at call time
     print(f"update with autograd tracing the MLP instead: {ms_per_update(cfg, sizes, args.updates // 4):.2f} ms")
 
