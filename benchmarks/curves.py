@@ -3,7 +3,7 @@ draw the evaluation return over env steps (mean line, min-max band, solve thresh
 
     python benchmarks/curves.py CartPole-v1 --seeds 0 1 --steps 20000 --out /tmp/curves
     python benchmarks/curves.py MountainCar-v0 --seeds 0 1 2 3 4 --steps 100000 --goal -200 --out /tmp/curves \
-        --configs default "lambda=0:raw_epistemic=true,epistemic_weight=0" "slow_fade:epistemic_decay_fraction=0.5"
+        --configs default "reward_alone:epistemic_weight=0" "heads_3:ensemble_size=3"
 
 A configuration is LABEL or LABEL:key=value,key=value (Config fields); `--set key=value ...`
 applies to all of them. Histories go to --out (benchmarks/results/ unless given) as
@@ -132,7 +132,7 @@ def plot(runs, env_id, threshold, path, goal=None, ymin=None):
         ax.set_yscale("symlog", linthresh=1e-4)
         ax.set_ylim(bottom=0)
         ax.set_xlabel("env steps")
-        ax.set_ylabel("epistemic bonus per step (lambda_t e)")
+        ax.set_ylabel("epistemic bonus per step (λ e)")
         ax.set_title("the bonus beside the reward", fontsize=10)
         ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
