@@ -56,7 +56,7 @@ class Config:
     train_every: int = 2  # env steps between minibatch updates
     gamma: float = 0.995  # discount of future expected free energy, in [0, 1)
     tau: float = 0.04  # Polyak rate of the target EFE nets, in (0, 1]; 1 = a hard copy every update
-    ensemble_size: int = 5  # K transition heads; their disagreement estimates the information gain
+    ensemble_size: int = 5  # K >= 2 transition heads, whose disagreement estimates the information gain (raw: 1 allowed)
     epistemic_weight: float = 10.0  # lambda, the weight of the information gain in G, >= 0 (0: reward alone)
     raw_epistemic: bool = False  # the paper's epistemic term: lambda x the observed prediction error, paid as reward
     precision: float = 1.0  # beta: the fixed precision, or its starting value when learned
@@ -74,7 +74,7 @@ class UsageError(Exception): """Bad input (a flag, an environment, a checkpoint)
 
 def check_config(cfg):
     """Refuse nonsense hyperparameters with a one-line reason (NaN fails every range)."""
-    counts = ("total_steps", "hidden_size", "hidden_layers", "batch_size", "train_every", "ensemble_size", "eval_episodes")
+    counts = ("total_steps", "hidden_size", "hidden_layers", "batch_size", "train_every", "eval_episodes")
     rules = [(getattr(cfg, name) >= 1, f"{name} must be at least 1") for name in counts] + [
         (cfg.buffer_size >= cfg.batch_size, "buffer_size must be at least batch_size"),
         (cfg.learning_starts >= 0 and cfg.eval_every >= 0, "learning_starts and eval_every must be >= 0"),
@@ -82,6 +82,7 @@ def check_config(cfg):
         (0 <= cfg.gamma < 1, "gamma must be in [0, 1)"),
         (0 < cfg.tau <= 1, "tau must be in (0, 1]"),
         (0 <= cfg.epistemic_weight < np.inf, "epistemic_weight must be >= 0"),
+        (cfg.ensemble_size >= 2 or (cfg.raw_epistemic and cfg.ensemble_size == 1), "ensemble_size must be at least 2"),
         (0 < cfg.precision < np.inf, "precision must be > 0"),
         (0 < cfg.target_entropy < 1, "target_entropy must be in (0, 1)")]
     for ok, message in rules:
@@ -219,8 +220,7 @@ def bootstrap_value(g_next, logits_next):
 def efe_targets(r, e_next, terminated, v_next, gamma, gamma_e, lam):
     """y_r = -r + gamma (1 - terminated) V_r(s'), y_e = gamma_e (1 - terminated) (V_e(s') - lambda E_q e(s', .)).
     A truncated (time-limit) s' still has a future.  e_next: (batch,) E_q e(s', .); v_next: (batch, 2)"""
-    alive = 1.0 - terminated
-    return np.stack([-r + gamma * alive * v_next[:, 0], gamma_e * alive * (v_next[:, 1] - lam * e_next)], axis=1)
+    return np.stack([-r + gamma * (1 - terminated) * v_next[:, 0], gamma_e * (1 - terminated) * (v_next[:, 1] - lam * e_next)], 1)
 
 def efe_loss(layers, s, a_onehot, y):
     """L_G = mean sum_k (G_k(s, a) - y_k)^2 over both heads, with y a constant.  y: (batch, 2)"""

@@ -503,7 +503,7 @@ def test_cli_help_lists_every_config_field_with_its_default_in_at_most_80_lines(
     (["CartPole-v1", "--total-steps", "-5"], "total_steps must be at least 1"),
     (["CartPole-v1", "--tau", "0"], "tau must be in (0, 1]"),
     (["CartPole-v1", "--epistemic-weight", "-0.1"], "epistemic_weight must be >= 0"),
-    (["CartPole-v1", "--ensemble-size", "0"], "ensemble_size must be at least 1"),
+    (["CartPole-v1", "--ensemble-size", "1"], "ensemble_size must be at least 2"),
     (["CartPole-v1", "--target-entropy", "1.5"], "target_entropy must be in (0, 1)"),
     (["CartPole-v1", "--total-steps", "ten"], "invalid int value"),
     (["CartPole-v1", "--no-such-flag"], "unrecognized arguments"),
