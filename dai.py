@@ -20,8 +20,8 @@ agent about its transition model, and it makes the action *more* attractive (the
     target nets        Gbar <- (1 - tau) Gbar + tau G                                  polyak()
 
 e is fresh from the model at every update, at s and s', so it leaves the targets as soon as the heads agree.
-Minimising L_q is maximum-entropy RL with -G for Q, beta the inverse temperature: with lambda = 0 discrete SAC
-(clipped double Q) on -G_r, no entropy term in V(s') = E_q[Gbar_r]; with beta -> oo too, greedy Q-learning.
+Minimising L_q is maximum-entropy RL with -G for Q, beta the inverse temperature: with lambda = 0 (G_e learns 0)
+discrete SAC (clipped double Q) on -G_r, no entropy term in V(s') = E_q[Gbar_r]; with beta -> oo, greedy Q-learning.
 """
 
 import argparse
