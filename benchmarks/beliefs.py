@@ -34,6 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, ".."))
 import dai  # noqa: E402
+from novelty import restore  # noqa: E402
 from solve import parse_overrides  # noqa: E402
 
 POSITION, VELOCITY = (-1.2, 0.6), (-0.07, 0.07)  # MountainCar-v0's observation bounds
@@ -44,17 +45,6 @@ def grid_states(n):
     """An n x n grid of (position, velocity), position along the columns.  (n * n, 2)"""
     x, v = np.meshgrid(np.linspace(*POSITION, n), np.linspace(*VELOCITY, n))
     return np.stack([x.ravel(), v.ravel()], axis=1).astype(np.float32)
-
-
-def restore(path):
-    """(cfg, params, prior, state, buffer, step) of a checkpoint, through dai.read_checkpoint and dai.restore."""
-    ckpt, config = dai.read_checkpoint(path)
-    cfg = dai.Config(**config)
-    with dai.make_env(cfg.env_id, cfg.env_kwargs) as env:
-        sizes = dai.sizes_of(env, cfg)
-    state, buf, _, step = dai.restore(ckpt, cfg, sizes)
-    prior = dai.prior_of(state, sizes)
-    return cfg, dai.param_views(state["theta"], sizes), prior, state, buf, step
 
 
 def belief_grids(path, n=41):

@@ -12,6 +12,7 @@ reached: the far left wall at speed, and the slope up to the goal at speed.
 import argparse
 import os
 import sys
+import tempfile
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy loads
 
@@ -24,24 +25,27 @@ UNSEEN = {"left wall, moving left": ((-1.2, -0.9), (-0.06, -0.02)),
           "goal slope, moving right": ((-0.2, 0.5), (0.02, 0.06))}
 
 
+def restore(path):
+    """(cfg, params, prior, state, buffer, step) of a checkpoint, through dai.read_checkpoint and dai.restore."""
+    ckpt, config = dai.read_checkpoint(path)
+    cfg = dai.Config(**config)
+    with dai.make_env(cfg.env_id, cfg.env_kwargs) as env:
+        sizes = dai.sizes_of(env, cfg)
+    state, buf, _, step = dai.restore(ckpt, cfg, sizes)
+    return cfg, dai.param_views(state["theta"], sizes), dai.prior_of(state, sizes), state, buf, step
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=8000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    cfg = dai.Config(env_id="MountainCar-v0", total_steps=args.steps, seed=args.seed, epistemic_weight=0.0,
-                     eval_every=0)
-    states = []
-    real_init = dai.init_state
-    dai.init_state = lambda *a: states.append(real_init(*a)) or states[-1]  # keep the fixed random parts
-    buffers = []
-    real_buffer = dai.buffer_init
-    dai.buffer_init = lambda *a: buffers.append(real_buffer(*a)) or buffers[-1]  # keep the training buffer
-    params, _ = dai.train(cfg, progress=None)
-    with dai.make_env(cfg.env_id) as env:
-        sizes = dai.sizes_of(env, cfg)
-    prior = dai.prior_of(states[0], sizes)
-    s = buffers[0]["s"][: buffers[0]["size"]]
+    with tempfile.TemporaryDirectory() as scratch:
+        path = os.path.join(scratch, "agent.npz")
+        dai.train(dai.Config(env_id="MountainCar-v0", total_steps=args.steps, seed=args.seed, epistemic_weight=0.0,
+                             eval_every=0, save=path), progress=None)
+        _, params, prior, _, buf, _ = restore(path)
+    s = buf["s"][: buf["size"]]
     gain = lambda x: dai.information_gain(params["transition"], prior, x, 3).ravel()
     pct = lambda e: " ".join(f"{x:.2g}" for x in np.percentile(e, [10, 50, 90, 99.9]))
     print(f"# MountainCar-v0, {args.steps} steps with lambda = 0, seed {args.seed}")
