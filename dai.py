@@ -11,16 +11,16 @@ agent about its transition model, and it makes the action *more* attractive (the
     K heads            f_k(s, a) = g_k(s, a) + p_k(s, a), p_k a fixed random prior      ensemble_predictions()
     transition loss    L_T = mean 1/2 |d - f_k(s, a)|^2, each head on its own half       transition_loss()
     information gain   e(s, a) = 1/2 sum_d Var_k f_k,d(s, a), for every action a         information_gain()
-    EFE pair           two nets, each with heads G_r and G_e; max(G1, G2) on G_r, min on G_e   pair_efe()
+    EFE pair           two nets, each with heads G_r and G_e; max(G1, G2) on G_r, the mean on G_e  pair_efe()
     EFE targets        y_r = -r + gamma (1 - terminated) sum_a' q(a'|s') Gbar_r(s', a')   efe_targets()
-                       y_e = gamma_e (1 - terminated) sum_a' q(a'|s') [Gbar_e - lambda e](s', a')
-    EFE loss           L_G = mean sum_k (G_k(s, a) - y_k)^2, for each net of the pair    efe_loss()
-    policy loss        L_q = KL[q(.|s) || softmax(-beta (G_r + G_e - lambda e)(s, .))]  policy_loss()
+                       y_e = gamma_e (1 - terminated) sum_a' q(a'|s') [Gbar_e - e](s', a')
+    EFE loss           L_G = mean (G_r(s, a) - y_r)^2 + w_e (G_e(s, a) - y_e)^2, each net  efe_loss()
+    policy loss        L_q = KL[q(.|s) || softmax(-beta (G_r + lambda (G_e - e))(s, .))]  policy_loss()
     precision          beta = 1/alpha, log alpha descends log alpha (H[q] - H_tgt)      precision_gradient()
     target nets        Gbar <- (1 - tau) Gbar + tau G                                  polyak()
 
 e is fresh from the model at every update, at s and s', so it leaves the targets as soon as the heads agree.
-Minimising L_q is maximum-entropy RL with -G for Q, beta the inverse temperature: with lambda = 0 (G_e learns 0)
+Minimising L_q is maximum-entropy RL with -G for Q, beta the inverse temperature: with lambda = 0
 discrete SAC (clipped double Q) on -G_r, no entropy term in V(s') = E_q[Gbar_r]; with beta -> oo, greedy Q-learning.
 """
 
@@ -57,7 +57,7 @@ class Config:
     gamma: float = 0.995  # discount of future expected free energy, in [0, 1)
     tau: float = 0.04  # Polyak rate of the target EFE nets, in (0, 1]; 1 = a hard copy every update
     ensemble_size: int = 5  # K >= 2 transition heads, whose disagreement estimates the information gain (raw: 1 allowed)
-    epistemic_weight: float = 10.0  # lambda, the weight of the information gain in G, >= 0 (0: reward alone)
+    epistemic_weight: float = 3.0  # lambda, the weight of the information gain in G, >= 0 (0: reward alone)
     raw_epistemic: bool = False  # the paper's epistemic term: lambda x the observed prediction error, paid as reward
     precision: float = 1.0  # beta: the fixed precision, or its starting value when learned
     target_entropy: float = 0.3  # policy entropy beta is learned to hold, as a fraction of log(n_actions), in (0, 1)
@@ -208,24 +208,24 @@ def efe_values(layers, s, n_actions):
     return anp.reshape(g, (g.shape[0], 2, n_actions))
 
 def pair_efe(nets, s, n_actions):
-    """max(G1, G2) on G_r, pessimistic as SAC's clipped double Q; min(G1, G2) on G_e, optimistic.  (batch, 2, n_actions)"""
+    """max(G1, G2) on G_r, pessimistic as SAC's clipped double Q; (G1 + G2) / 2 on G_e.  (batch, 2, n_actions)"""
     g1, g2 = efe_values(nets["efe"], s, n_actions), efe_values(nets["efe2"], s, n_actions)
-    return np.stack([np.maximum(g1[:, 0], g2[:, 0]), np.minimum(g1[:, 1], g2[:, 1])], axis=1)
+    return np.stack([np.maximum(g1[:, 0], g2[:, 0]), (g1[:, 1] + g2[:, 1]) / 2], axis=1)
 
 def bootstrap_value(g_next, logits_next):
     """V(s') = sum_a' q(a'|s') G(s', a'), the EFE of following q from s', for each of G's last-axis rows."""
     q = np.exp(log_softmax(logits_next))  # (batch, n_actions)
     return np.sum(q[:, None, :] * g_next, axis=-1) if g_next.ndim == 3 else np.sum(q * g_next, axis=1)
 
-def efe_targets(r, e_next, terminated, v_next, gamma, gamma_e, lam):
-    """y_r = -r + gamma (1 - terminated) V_r(s'), y_e = gamma_e (1 - terminated) (V_e(s') - lambda E_q e(s', .)).
+def efe_targets(r, e_next, terminated, v_next, gamma, gamma_e):
+    """y_r = -r + gamma (1 - terminated) V_r(s'), y_e = gamma_e (1 - terminated) (V_e(s') - E_q e(s', .)).
     A truncated (time-limit) s' still has a future.  e_next: (batch,) E_q e(s', .); v_next: (batch, 2)"""
-    return np.stack([-r + gamma * (1 - terminated) * v_next[:, 0], gamma_e * (1 - terminated) * (v_next[:, 1] - lam * e_next)], 1)
+    return np.stack([-r + gamma * (1 - terminated) * v_next[:, 0], gamma_e * (1 - terminated) * (v_next[:, 1] - e_next)], 1)
 
-def efe_loss(layers, s, a_onehot, y):
-    """L_G = mean sum_k (G_k(s, a) - y_k)^2 over both heads, with y a constant.  y: (batch, 2)"""
+def efe_loss(layers, s, a_onehot, y, w_e=0.01):
+    """L_G = mean (G_r(s, a) - y_r)^2 + w_e (G_e(s, a) - y_e)^2, y a constant; small w_e: G_r shapes the hidden layers."""
     g_taken = anp.sum(efe_values(layers, s, a_onehot.shape[1]) * a_onehot[:, None, :], axis=2)  # (batch, 2)
-    return anp.mean(anp.sum((g_taken - y) ** 2, axis=1))
+    return anp.mean(anp.sum((g_taken - y) ** 2 * np.float32([1, w_e]), axis=1))
 
 def policy_loss(layers, s, g, beta):
     """L_q = mean KL[q(.|s) || softmax(-beta G(s, .))] = sum_a q (log q + beta G) + log Z(s), exact over
@@ -368,8 +368,8 @@ def update(params, prior, target, state, batch, delta_stats, cfg):
         bonus = lam * np.sum(e * a_onehot, axis=1)  # (batch,) what the taken actions were worth
     logits_next = mlp(params["policy"], s_next)  # (batch, n_actions)
     v_next = bootstrap_value(pair_efe(target, s_next, n_actions), logits_next)  # (batch, 2)
-    y = efe_targets(r, bootstrap_value(e_next, logits_next), terminated, v_next, cfg.gamma, EPISTEMIC_GAMMA, lam)
-    g = np.sum(pair_efe(params, s, n_actions), axis=1) - lam * e  # (batch, n_actions), G_r + G_e - lambda e
+    y = efe_targets(r, bootstrap_value(e_next, logits_next), terminated, v_next, cfg.gamma, EPISTEMIC_GAMMA)
+    g = np.sum(pair_efe(params, s, n_actions) * np.float32([[1], [lam]]), axis=1) - lam * e  # G_r + lambda (G_e - e): q's target
     loss_t, grad_t = transition_loss_and_grad(params["transition"], prior, s, a_onehot, d, batch["mask"])
     (loss_g, grad_g), (_, grad_g2) = (efe_loss_and_grad(params[net], s, a_onehot, y) for net in EFE_NETS)
     loss_q, grad_q = policy_loss_and_grad(params["policy"], s, g, precision_of(state))

@@ -107,24 +107,24 @@ def test_mlp_backward_matches_autograd_tracing(problem):
 # ---------------------------------------------------------------------------------------------
 def test_efe_target_bootstraps_through_truncation_not_termination():
     v_next = np.array([[10.0, 4.0], [10.0, 4.0]])
-    y = dai.efe_targets(np.array([1.0, 1.0]), np.array([0.5, 0.5]), np.array([1.0, 0.0]), v_next, 0.9, 0.5, 2.0)
+    y = dai.efe_targets(np.array([1.0, 1.0]), np.array([0.5, 0.5]), np.array([1.0, 0.0]), v_next, 0.9, 0.5)
     np.testing.assert_allclose(y[0], [-1.0, 0.0])  # terminated: no future, no future information gain
-    np.testing.assert_allclose(y[1], [-1.0 + 0.9 * 10.0, 0.5 * (4.0 - 2.0 * 0.5)])  # not terminated (e.g. truncated)
+    np.testing.assert_allclose(y[1], [-1.0 + 0.9 * 10.0, 0.5 * (4.0 - 0.5)])  # not terminated (e.g. truncated)
 
 
 def test_efe_targets_vectorised_match_a_plain_loop():
     """y_r = -r + gamma (1 - terminated) sum_a' q(a'|s') Gbar_r(s', a'),
-    y_e = gamma_e (1 - terminated) sum_a' q(a'|s') (Gbar_e(s', a') - lambda e(s', a'))."""
+    y_e = gamma_e (1 - terminated) sum_a' q(a'|s') (Gbar_e(s', a') - e(s', a'))."""
     rng = np.random.default_rng(1)
-    n, k, gamma, gamma_e, lam = 9, 3, 0.97, 0.8, 4.0
+    n, k, gamma, gamma_e = 9, 3, 0.97, 0.8
     r, term = rng.normal(size=n), (rng.random(n) < 0.3).astype(float)
     g_next, e_next, logits_next = rng.normal(size=(n, 2, k)), rng.random((n, k)), rng.normal(size=(n, k))
     y = dai.efe_targets(r, dai.bootstrap_value(e_next, logits_next), term,
-                        dai.bootstrap_value(g_next, logits_next), gamma, gamma_e, lam)
+                        dai.bootstrap_value(g_next, logits_next), gamma, gamma_e)
     for i in range(n):
         q = [np.exp(logits_next[i, j]) / sum(np.exp(logits_next[i])) for j in range(k)]
         v_r = sum(q[j] * g_next[i, 0, j] for j in range(k))
-        v_e = sum(q[j] * (g_next[i, 1, j] - lam * e_next[i, j]) for j in range(k))
+        v_e = sum(q[j] * (g_next[i, 1, j] - e_next[i, j]) for j in range(k))
         assert y[i, 0] == pytest.approx(-r[i] + (0.0 if term[i] else gamma * v_r))
         assert y[i, 1] == pytest.approx(0.0 if term[i] else gamma_e * v_e)
 
@@ -262,28 +262,29 @@ def update_problem(seed=4, obs_dim=3, n_actions=2, **overrides):
 
 
 def test_one_update_against_a_plain_loop_the_pessimistic_pair_and_the_information_gain_at_s_and_s_next():
-    """y_r bootstraps on max(Gbar1_r, Gbar2_r), y_e on min(Gbar1_e, Gbar2_e) - lambda e at s', q follows
-    G_r + G_e - lambda e at s, and both nets step towards y (each from its own initial weights, so neither
-    the max nor the min is one net alone)."""
+    """y_r bootstraps on max(Gbar1_r, Gbar2_r), y_e on (Gbar1_e + Gbar2_e) / 2 - e at s', q follows
+    G_r + lambda (G_e - e) at s, and both nets step towards y with G_e's error weighed w_e = 0.01 (each net from
+    its own initial weights, so neither the max nor the mean is one net alone)."""
     cfg, params, prior, target, state, batch, stats = update_problem(epistemic_weight=5.0)
     s, a_onehot, n = batch["s"], dai.one_hot(batch["a"], 2), len(batch["s"])
     e_at = lambda x: dai.information_gain(params["transition"], prior, x[None], 2)[0]  # one state at a time
     heads = lambda net, x: dai.mlp(net, x[None])[0].reshape(2, 2)  # (head, action)
-    y, g = np.zeros((n, 2)), np.zeros((n, 2))
+    y, g, loss = np.zeros((n, 2)), np.zeros((n, 2)), 0.0
     for i in range(n):
         q = np.exp(dai.log_softmax(dai.mlp(params["policy"], batch["s_next"][i : i + 1])[0]))
         gbar = [heads(target[net], batch["s_next"][i]) for net in dai.EFE_NETS]
         e_next = e_at(batch["s_next"][i])
         v_r = sum(q[b] * max(gbar[0][0, b], gbar[1][0, b]) for b in (0, 1))
-        v_e = sum(q[b] * (min(gbar[0][1, b], gbar[1][1, b]) - 5.0 * e_next[b]) for b in (0, 1))
+        v_e = sum(q[b] * ((gbar[0][1, b] + gbar[1][1, b]) / 2 - e_next[b]) for b in (0, 1))
         y[i] = -batch["r"][i] + cfg.gamma * v_r, dai.EPISTEMIC_GAMMA * v_e
         g1, g2 = (heads(params[net], s[i]) for net in dai.EFE_NETS)
-        g[i] = np.maximum(g1[0], g2[0]) + np.minimum(g1[1], g2[1]) - 5.0 * e_at(s[i])
+        g[i] = np.maximum(g1[0], g2[0]) + 5.0 * ((g1[1] + g2[1]) / 2 - e_at(s[i]))
+        loss += ((g1[0, batch["a"][i]] - y[i, 0]) ** 2 + 0.01 * (g1[1, batch["a"][i]] - y[i, 1]) ** 2) / n
     y_one_net = y.copy()
     y_one_net[:, 0] = dai.efe_targets(batch["r"], np.zeros(n), batch["terminated"], dai.bootstrap_value(
         dai.efe_values(target["efe"], batch["s_next"], 2), dai.mlp(params["policy"], batch["s_next"])),
-        cfg.gamma, 0.9, 0.0)[:, 0]
-    expected = [float(dai.efe_loss(params["efe"], s, a_onehot, targets)) for targets in (y, y_one_net)]
+        cfg.gamma, 0.9)[:, 0]
+    expected = [loss, float(dai.efe_loss(params["efe"], s, a_onehot, y_one_net))]
     q_expected = [float(dai.policy_loss(params["policy"], s, gs, 1.0))
                   for gs in (g, dai.pair_efe(params, s, 2)[:, 0])]
     before = {net: [(W.copy(), b.copy()) for W, b in params[net]] for net in dai.EFE_NETS}
@@ -303,9 +304,10 @@ def test_the_papers_epistemic_term_is_the_observed_prediction_error_paid_as_rewa
     s, a_onehot, n = batch["s"], dai.one_hot(batch["a"], 2), len(batch["s"])
     eps = dai.prediction_error(params["transition"], prior, s, a_onehot, batch["s_next"] - s).mean(axis=1)
     v = dai.bootstrap_value(dai.pair_efe(target, batch["s_next"], 2), dai.mlp(params["policy"], batch["s_next"]))
-    y = dai.efe_targets(batch["r"] + 5.0 * eps, np.zeros(n), batch["terminated"], v, cfg.gamma, dai.EPISTEMIC_GAMMA, 5.0)
+    y = dai.efe_targets(batch["r"] + 5.0 * eps, np.zeros(n), batch["terminated"], v, cfg.gamma, dai.EPISTEMIC_GAMMA)
     expected = float(dai.efe_loss(params["efe"], s, a_onehot, y))
-    q_expected = float(dai.policy_loss(params["policy"], s, np.sum(dai.pair_efe(params, s, 2), axis=1), 1.0))
+    g_pair = dai.pair_efe(params, s, 2)
+    q_expected = float(dai.policy_loss(params["policy"], s, g_pair[:, 0] + 5.0 * g_pair[:, 1], 1.0))
     metrics = dai.update(params, prior, target, state, batch, stats, cfg)
     assert metrics["efe_loss"] == pytest.approx(expected, rel=1e-5)
     assert metrics["policy_loss"] == pytest.approx(q_expected, rel=1e-5)

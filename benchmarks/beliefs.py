@@ -9,7 +9,7 @@ before a training episode first reached the goal, the first after, and the end. 
 
     visits     where the agent has been: the states in its replay buffer (log count)
     e          the information gain dai.information_gain, the mean over actions
-    min_a G    what q follows prefers: G_r + G_e - lambda e, lower is preferred
+    min_a G    what q follows prefers: G_r + lambda (G_e - e), lower is preferred
     q          the action the policy's mode takes, shaded by q's entropy (dark: certain)
 
 Every grid comes from dai.py's own functions on a restored checkpoint (belief_grids); the grids
@@ -52,7 +52,8 @@ def belief_grids(path, n=41):
     cfg, params, prior, state, buf, step = restore(path)
     s = grid_states(n)
     e = dai.information_gain(params["transition"], prior, s, len(ACTIONS))  # (n * n, actions)
-    g = np.sum(dai.pair_efe(params, s, len(ACTIONS)), axis=1) - cfg.epistemic_weight * e  # (n * n, actions)
+    g_r, g_e = np.moveaxis(dai.pair_efe(params, s, len(ACTIONS)), 1, 0)  # each (n * n, actions)
+    g = g_r + cfg.epistemic_weight * (g_e - e)
     logq = dai.log_softmax(dai.mlp(params["policy"], s))  # (n * n, actions)
     visited = buf["s"][: buf["size"]]
     edges = [np.linspace(*POSITION, n + 1), np.linspace(*VELOCITY, n + 1)]
@@ -97,7 +98,7 @@ def draw(grids, history, path, title):
                           f"eval return {eval_return.get(g['step'], float('nan')):.1f}\n\nvelocity")
         panels = [(show(row[0], np.log1p(g["visits"]), cmap="Greys"), "where it has been: log(1 + visits)"),
                   (show(row[1], g["e"], cmap="magma", vmin=0), "what it would learn: e, mean over actions"),
-                  (show(row[2], g["min_g"], cmap="viridis_r"), "what it prefers: min_a G_r + G_e − λe (yellow: low)")]
+                  (show(row[2], g["min_g"], cmap="viridis_r"), "what it prefers: min_a G_r + λ(G_e − e) (yellow: low)")]
         for image, name in panels:
             fig.colorbar(image, ax=image.axes)
             image.axes.set_title(name, fontsize=9)

@@ -178,11 +178,12 @@ def test_beliefs_draws_what_the_agents_own_functions_give_state_by_state(tmp_pat
         state, buf, _, step = dai.restore(ckpt, cfg, sizes)
         params = dai.param_views(state["theta"], sizes)
         prior = dai.prior_of(state, sizes)
-        assert grids[f"lambda_{i}"] == cfg.epistemic_weight == 10.0
+        assert grids[f"lambda_{i}"] == cfg.epistemic_weight == 3.0
         for j, s in enumerate(grids["states"]):
             assert grids[f"mode_{i}"].flat[j] == dai.act(params["policy"], s)
             e = [dai.information_gain(params["transition"], prior, s[None], 3)[0, a] for a in range(3)]
-            g = [dai.pair_efe(params, s[None], 3)[0, :, a].sum() - cfg.epistemic_weight * e[a] for a in range(3)]
+            g_r, g_e = dai.pair_efe(params, s[None], 3)[0]
+            g = [g_r[a] + cfg.epistemic_weight * (g_e[a] - e[a]) for a in range(3)]
             assert grids[f"min_g_{i}"].flat[j] == pytest.approx(min(g), rel=1e-5)
             assert grids[f"e_{i}"].flat[j] == pytest.approx(np.mean(e), rel=1e-5)
         visited = buf["s"][: buf["size"]]
@@ -214,14 +215,15 @@ def test_the_handwritten_floor_computes_dai_updates_gradient(overrides):
     d = dai.transition_target(s, s_next, buf["delta_stats"], prior["projection"], cfg.raw_epistemic)
     e, e_next = np.split(dai.information_gain(params["transition"], prior, np.concatenate([s, s_next]), 2), 2)
     r = batch["r"]
-    if cfg.raw_epistemic:  # the observed prediction error paid as reward, and no information gain
+    if cfg.raw_epistemic:  # the observed prediction error paid as reward
         r = r + lam * dai.prediction_error(params["transition"], prior, s, a_onehot, d).mean(axis=1)
+    if cfg.raw_epistemic or lam == 0:  # no information gain: G_e learns 0
         e, e_next = 0 * e, 0 * e_next
     logits_next = dai.mlp(params["policy"], s_next)
     v_next = dai.bootstrap_value(dai.pair_efe(target, s_next, 2), logits_next)
     y = dai.efe_targets(r, dai.bootstrap_value(e_next, logits_next), batch["terminated"], v_next, cfg.gamma,
-                        dai.EPISTEMIC_GAMMA, lam)
-    g = np.sum(dai.pair_efe(params, s, 2), axis=1) - lam * e
+                        dai.EPISTEMIC_GAMMA)
+    g = dai.pair_efe(params, s, 2)[:, 0] + lam * (dai.pair_efe(params, s, 2)[:, 1] - e)
     grads = {"transition": dai.transition_loss_and_grad(params["transition"], prior, s, a_onehot, d, batch["mask"])[1],
              "policy": dai.policy_loss_and_grad(params["policy"], s, g, 2.0)[1],
              **{net: dai.efe_loss_and_grad(params[net], s, a_onehot, y)[1] for net in dai.EFE_NETS}}
