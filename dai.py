@@ -11,10 +11,10 @@ agent about its transition model, and it makes the action *more* attractive (the
     K heads            f_k(s, a) = g_k(s, a) + p_k(s, a), p_k a fixed random prior      ensemble_predictions()
     transition loss    L_T = mean 1/2 |d - f_k(s, a)|^2, each head on its own half       transition_loss()
     information gain   e(s, a) = 1/2 sum_d Var_k f_k,d(s, a), for every action a         information_gain()
-    EFE pair           two nets, each with heads G_r and G_e; max(G1, G2) on G_r, the mean on G_e  pair_efe()
+    EFE pair           two nets, each with heads G_r and G_e <= 0; max(G1, G2) on G_r, the mean on G_e  pair_efe()
     EFE targets        y_r = -r + gamma (1 - terminated) sum_a' q(a'|s') Gbar_r(s', a')   efe_targets()
                        y_e = gamma_e (1 - terminated) sum_a' q(a'|s') [Gbar_e - e](s', a')
-    EFE loss           L_G = mean (G_r(s, a) - y_r)^2 + w_e (G_e(s, a) - y_e)^2, each net  efe_loss()
+    EFE loss           L_G = mean sum_k (G_k(s, a) - y_k)^2, for each net of the pair    efe_loss()
     policy loss        L_q = KL[q(.|s) || softmax(-beta (G_r + lambda (G_e - e))(s, .))]  policy_loss()
     precision          beta = 1/alpha, log alpha descends log alpha (H[q] - H_tgt)      precision_gradient()
     target nets        Gbar <- (1 - tau) Gbar + tau G                                  polyak()
@@ -57,7 +57,7 @@ class Config:
     gamma: float = 0.995  # discount of future expected free energy, in [0, 1)
     tau: float = 0.04  # Polyak rate of the target EFE nets, in (0, 1]; 1 = a hard copy every update
     ensemble_size: int = 5  # K >= 2 transition heads, whose disagreement estimates the information gain (raw: 1 allowed)
-    epistemic_weight: float = 3.0  # lambda, the weight of the information gain in G, >= 0 (0: reward alone)
+    epistemic_weight: float = 10.0  # lambda, the weight of the information gain in G, >= 0 (0: reward alone)
     raw_epistemic: bool = False  # the paper's epistemic term: lambda x the observed prediction error, paid as reward
     precision: float = 1.0  # beta: the fixed precision, or its starting value when learned
     target_entropy: float = 0.3  # policy entropy beta is learned to hold, as a fraction of log(n_actions), in (0, 1)
@@ -205,6 +205,7 @@ def information_gain(layers, prior, s, n_actions):
 def efe_values(layers, s, n_actions):
     """(G_r(s, .), G_e(s, .)): the EFE of what follows a, from reward and from information gain.  (batch, 2, n_actions)"""
     g = mlp(layers, s)  # (batch, 2 * n_actions)
+    g = anp.concatenate([g[:, :n_actions], -anp.logaddexp(0.0, g[:, n_actions:])], axis=1)  # G_e = -softplus <= 0
     return anp.reshape(g, (g.shape[0], 2, n_actions))
 
 def pair_efe(nets, s, n_actions):
@@ -222,10 +223,10 @@ def efe_targets(r, e_next, terminated, v_next, gamma, gamma_e):
     A truncated (time-limit) s' still has a future.  e_next: (batch,) E_q e(s', .); v_next: (batch, 2)"""
     return np.stack([-r + gamma * (1 - terminated) * v_next[:, 0], gamma_e * (1 - terminated) * (v_next[:, 1] - e_next)], 1)
 
-def efe_loss(layers, s, a_onehot, y, w_e=0.01):
-    """L_G = mean (G_r(s, a) - y_r)^2 + w_e (G_e(s, a) - y_e)^2, y a constant; small w_e: G_r shapes the hidden layers."""
+def efe_loss(layers, s, a_onehot, y):
+    """L_G = mean sum_k (G_k(s, a) - y_k)^2 over both heads, with y a constant.  y: (batch, 2)"""
     g_taken = anp.sum(efe_values(layers, s, a_onehot.shape[1]) * a_onehot[:, None, :], axis=2)  # (batch, 2)
-    return anp.mean(anp.sum((g_taken - y) ** 2 * np.float32([1, w_e]), axis=1))
+    return anp.mean(anp.sum((g_taken - y) ** 2, axis=1))
 
 def policy_loss(layers, s, g, beta):
     """L_q = mean KL[q(.|s) || softmax(-beta G(s, .))] = sum_a q (log q + beta G) + log Z(s), exact over
@@ -278,7 +279,6 @@ def buffer_add(buf, s, a, r, s_next, terminated):
     running_stats_add(buf["delta_stats"], s_next - s)
 
 def buffer_sample(buf, rng, batch_size):
-    """A minibatch drawn uniformly, with replacement, from the stored transitions."""
     i = rng.integers(0, buf["size"], size=batch_size)
     return {key: buf[key][i] for key in ("s", "a", "r", "s_next", "terminated", "mask")}
 

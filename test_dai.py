@@ -263,12 +263,13 @@ def update_problem(seed=4, obs_dim=3, n_actions=2, **overrides):
 
 def test_one_update_against_a_plain_loop_the_pessimistic_pair_and_the_information_gain_at_s_and_s_next():
     """y_r bootstraps on max(Gbar1_r, Gbar2_r), y_e on (Gbar1_e + Gbar2_e) / 2 - e at s', q follows
-    G_r + lambda (G_e - e) at s, and both nets step towards y with G_e's error weighed w_e = 0.01 (each net from
-    its own initial weights, so neither the max nor the mean is one net alone)."""
+    G_r + lambda (G_e - e) at s, G_e = -softplus(u_e) <= 0, and both nets step towards y (each net from its own
+    initial weights, so neither the max nor the mean is one net alone)."""
     cfg, params, prior, target, state, batch, stats = update_problem(epistemic_weight=5.0)
     s, a_onehot, n = batch["s"], dai.one_hot(batch["a"], 2), len(batch["s"])
     e_at = lambda x: dai.information_gain(params["transition"], prior, x[None], 2)[0]  # one state at a time
-    heads = lambda net, x: dai.mlp(net, x[None])[0].reshape(2, 2)  # (head, action)
+    u = lambda net, x: dai.mlp(net, x[None])[0].reshape(2, 2)  # (head, action), before G_e = -softplus(u_e)
+    heads = lambda net, x: np.stack([u(net, x)[0], -np.log1p(np.exp(u(net, x)[1]))])
     y, g, loss = np.zeros((n, 2)), np.zeros((n, 2)), 0.0
     for i in range(n):
         q = np.exp(dai.log_softmax(dai.mlp(params["policy"], batch["s_next"][i : i + 1])[0]))
@@ -279,7 +280,7 @@ def test_one_update_against_a_plain_loop_the_pessimistic_pair_and_the_informatio
         y[i] = -batch["r"][i] + cfg.gamma * v_r, dai.EPISTEMIC_GAMMA * v_e
         g1, g2 = (heads(params[net], s[i]) for net in dai.EFE_NETS)
         g[i] = np.maximum(g1[0], g2[0]) + 5.0 * ((g1[1] + g2[1]) / 2 - e_at(s[i]))
-        loss += ((g1[0, batch["a"][i]] - y[i, 0]) ** 2 + 0.01 * (g1[1, batch["a"][i]] - y[i, 1]) ** 2) / n
+        loss += np.sum((g1[:, batch["a"][i]] - y[i]) ** 2) / n
     y_one_net = y.copy()
     y_one_net[:, 0] = dai.efe_targets(batch["r"], np.zeros(n), batch["terminated"], dai.bootstrap_value(
         dai.efe_values(target["efe"], batch["s_next"], 2), dai.mlp(params["policy"], batch["s_next"])),

@@ -178,7 +178,7 @@ def test_beliefs_draws_what_the_agents_own_functions_give_state_by_state(tmp_pat
         state, buf, _, step = dai.restore(ckpt, cfg, sizes)
         params = dai.param_views(state["theta"], sizes)
         prior = dai.prior_of(state, sizes)
-        assert grids[f"lambda_{i}"] == cfg.epistemic_weight == 3.0
+        assert grids[f"lambda_{i}"] == cfg.epistemic_weight == 10.0
         for j, s in enumerate(grids["states"]):
             assert grids[f"mode_{i}"].flat[j] == dai.act(params["policy"], s)
             e = [dai.information_gain(params["transition"], prior, s[None], 3)[0, a] for a in range(3)]

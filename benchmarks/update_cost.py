@@ -48,7 +48,7 @@ def mlp_backward(layers, inputs, g):
 def handwritten_gradient(params, prior, target, state, batch, delta_stats, cfg):
     """The gradient of L_T + L_G (each of the pair) + L_q in theta's order, as dai.update computes it with
     autograd, with each loss's derivative written out: dL_T/df_k = m_k (f_k - d) / sum(m) for the heads,
-    dL_G/dG_k = 2 w_k (G_k - y_k)/B at the action taken (w = 1, w_e), dL_q/dz = q (log q - log p - KL)/B for the policy's logits z."""
+    dL_G/dG_k = 2 (G_k - y_k)/B at the action taken, dL_q/dz = q (log q - log p - KL)/B for the policy's logits z."""
     s, s_next, r, terminated, mask = batch["s"], batch["s_next"], batch["r"], batch["terminated"], batch["mask"]
     B, n_actions, lam = len(s), params["policy"][-1][1].shape[0], cfg.epistemic_weight
     a_onehot = dai.one_hot(batch["a"], n_actions)
@@ -62,16 +62,19 @@ def handwritten_gradient(params, prior, target, state, batch, delta_stats, cfg):
     elif lam > 0:
         e, e_next = np.split(dai.information_gain(params["transition"], prior, np.concatenate([s, s_next]), n_actions), 2)
     logits_next = dai.mlp(params["policy"], s_next)
-    g_next = [dai.mlp(target[net], s_next).reshape(B, 2, n_actions) for net in dai.EFE_NETS]
+    heads = lambda u: np.stack([u[:, 0], -np.logaddexp(0, u[:, 1])], 1)  # (G_r, G_e = -softplus(u_e))
+    g_next = [heads(dai.mlp(target[net], s_next).reshape(B, 2, n_actions)) for net in dai.EFE_NETS]
     g_next = np.stack([np.maximum(g_next[0][:, 0], g_next[1][:, 0]), (g_next[0][:, 1] + g_next[1][:, 1]) / 2], 1)
     y = dai.efe_targets(r, dai.bootstrap_value(e_next, logits_next), terminated, dai.bootstrap_value(g_next, logits_next),
                         cfg.gamma, dai.EPISTEMIC_GAMMA)  # (batch, 2)
     grads, g_pair = {}, []
     for net in dai.EFE_NETS:
         g_inputs, g_net = dai.mlp_inputs(params[net], s)
-        g_pair.append(g_net.reshape(B, 2, n_actions))  # (batch, heads, actions)
+        u = g_net.reshape(B, 2, n_actions)
+        g_pair.append(heads(u))  # (batch, heads, actions)
         g_taken = np.sum(g_pair[-1] * a_onehot[:, None, :], axis=2)  # (batch, 2)
-        dg = (2.0 * (g_taken - y) * [1.0, 0.01] / B)[:, :, None] * a_onehot[:, None, :]  # G_e's error weighs w_e
+        dg = (2.0 * (g_taken - y) / B)[:, :, None] * a_onehot[:, None, :]
+        dg[:, 1] *= -1 / (1 + np.exp(-u[:, 1]))  # dG_e/du_e = -sigmoid(u_e)
         grads[net] = mlp_backward(params[net], g_inputs, dg.reshape(B, -1).astype(np.float32))
     p_inputs, logits = dai.mlp_inputs(params["policy"], s)
     g = np.maximum(g_pair[0][:, 0], g_pair[1][:, 0]) + lam * ((g_pair[0][:, 1] + g_pair[1][:, 1]) / 2 - e)
