@@ -31,7 +31,7 @@ def restore(path):
     cfg = dai.Config(**config)
     with dai.make_env(cfg.env_id, cfg.env_kwargs) as env:
         sizes = dai.sizes_of(env, cfg)
-    state, buf, _, step = dai.restore(ckpt, cfg, sizes)
+    state, buf, step = dai.restore(ckpt, cfg, sizes)
     return cfg, dai.param_views(state["theta"], sizes), dai.prior_of(state, sizes), state, buf, step
 
 
