@@ -65,7 +65,7 @@ class Config:
     eval_every: int = 2_500  # env steps between evaluations (progress lines); 0: only at the end
     eval_episodes: int = 20  # episodes per evaluation (mode of q, an env seeded seed + 10000)
     env_kwargs: str = ""  # JSON keyword arguments for gymnasium.make, e.g. '{"is_slippery": false}'
-    save: str = ""  # checkpoint file (.npz), written at every evaluation, at the end and on Ctrl-C
+    save: str = ""  # checkpoint file (.npz), written at every evaluation, the last at the end
     load: str = ""  # checkpoint to resume (its config, then the flags given); if done, evaluate it
     log: str = ""  # CSV file of the progress lines, a row each, with HISTORY's names
 RUN_OPTIONS = ("save", "load", "log")  # not hyperparameters: not stored in a checkpoint
@@ -173,7 +173,7 @@ def mlp_vjp(out, layers, x):
 defvjp(mlp, mlp_vjp)
 
 def transition_target(s, s_next, delta_stats, projection, raw):
-    """d: E|d|^2 = 1 on any scale; R: identity, or a fixed projection to hidden_size / 4 numbers."""
+    """d (batch, len(d)), E|d|^2 = 1 on any scale (raw: (s' - s) R); R cuts long s to hidden / 4."""
     delta = s_next - s
     if raw:
         return delta @ projection
@@ -181,13 +181,13 @@ def transition_target(s, s_next, delta_stats, projection, raw):
     return ((delta - delta_stats["mean"]) / sigma @ projection).astype(np.float32)
 
 def ensemble_predictions(layers, prior, s, a_onehot):
-    """f_k (batch, K, len(d)): each head has a fixed random prior, to disagree where data is not."""
+    """f_k (batch, K, len(d)): each head plus its fixed random prior, to disagree without data."""
     x = anp.concatenate([s, a_onehot], axis=1)  # (batch, obs_dim + n_actions)
     f = mlp(layers, x) + mlp(prior["layers"], x)  # (batch, K * len(d))
     return anp.reshape(f, (x.shape[0], -1, prior["projection"].shape[1]))
 
 def scale_prior(prior, s, a_onehot):
-    """Scale the prior in place so that e averages 1/2 = E|d|^2 / 2, as unsure as the mean is."""
+    """Scale the prior in place: e averages 1/2, the error of a model predicting the mean of d."""
     x = np.concatenate([s, a_onehot], axis=1)
     p = mlp(prior["layers"], x).reshape(len(x), -1, prior["projection"].shape[1])  # (batch, K, d)
     spread = np.mean(0.5 * np.sum(np.var(p, axis=1), axis=1))
@@ -414,7 +414,7 @@ def train(cfg, progress=print, checkpoint=None):
     """(params, HISTORY's lists) of a run, or of `checkpoint` resumed (evaluated if it is done)."""
     check_config(cfg)
     check_paths(cfg)
-    progress = progress or (lambda line: None)
+    progress = progress or (lambda line: None)  # None: silent
     env = make_env(cfg.env_id, cfg.env_kwargs)
     sizes = sizes_of(env, cfg)
     if checkpoint is None:  # seeding: one generator for the weights, actions and minibatches

@@ -16,6 +16,8 @@ P="python benchmarks/compare.py"
 FIVE="--seeds 0 1 2 3 4"
 TEN="--seeds 0 1 2 3 4 5 6 7 8 9"
 RA="epistemic_weight=0"
+PAPER="raw_epistemic=true,epistemic_weight=1,precision=1,precision_learning_rate=0,efe_nets=1"
+PAPER="$PAPER,ensemble_size=1,hidden_size=100,hidden_layers=1"  # dai.PAPER_AGENT
 CORRIDOR='env_kwargs={"desc": ["SFFFFFFFFFFFFFFFFFFFFFFFFFFFFG"], "is_slippery": false, "max_episode_steps": 100}'
 
 for n_steps in "10 20000" "15 30000" "20 40000"; do
@@ -24,7 +26,8 @@ for n_steps in "10 20000" "15 30000" "20 40000"; do
         --set "env_kwargs={\"size\": $1}" $REUSE --configs "n$1_default" "n$1_reward_alone:$RA"
 done
 python benchmarks/deep_sea.py --sizes 10 15 20
-$C CartPole-v1 $TEN --steps 50000 --goal 499 --name default $REUSE --configs gain_50k "reward_alone_50k:$RA"
+$C CartPole-v1 $TEN --steps 50000 --goal 499 --name default $REUSE --configs gain_50k "reward_alone_50k:$RA" \
+    "paper_50k:$PAPER"
 $P CartPole-v1 $TEN --goal 499 --reference reward_alone_50k --labels gain_50k
 $C MountainCar-v0 $TEN --steps 50000 --goal -200 --name gain_50k $REUSE --configs gain_50k "reward_alone_50k:$RA"
 $P MountainCar-v0 $TEN --goal -200 --reference reward_alone_50k --labels gain_50k
