@@ -65,7 +65,7 @@ class Config:
     eval_every: int = 2_500  # env steps between evaluations (progress lines); 0: only at the end
     eval_episodes: int = 20  # episodes per evaluation (mode of q, an env seeded seed + 10000)
     env_kwargs: str = ""  # JSON keyword arguments for gymnasium.make, e.g. '{"is_slippery": false}'
-    save: str = ""  # checkpoint file (.npz), written at every evaluation, the last at the end
+    save: str = ""  # checkpoint file (.npz), written at every evaluation and on Ctrl-C
     load: str = ""  # checkpoint to resume (its config, then the flags given); if done, evaluate it
     log: str = ""  # CSV file of the progress lines, a row each, with HISTORY's names
 RUN_OPTIONS = ("save", "load", "log")  # not hyperparameters: not stored in a checkpoint
@@ -272,12 +272,11 @@ def adam_step(x, grad, state, lr, b1=0.9, b2=0.999, eps=1e-8):
 def buffer_init(capacity, obs_dim, rng, ensemble_size):
     """A ring buffer of (s, a, r, s', terminated), the running statistics of every s' - s added,
     and a fixed random mask per slot: each head learns from its own half of the data."""
-    buf = {"s": np.zeros((capacity, obs_dim), np.float32), "a": np.zeros(capacity, np.int64),
-           "r": np.zeros(capacity, np.float32), "s_next": np.zeros((capacity, obs_dim), np.float32),
-           "terminated": np.zeros(capacity, np.float32), "index": 0, "size": 0}
-    buf["mask"] = (rng.random((capacity, ensemble_size)) < 0.5).astype(np.float32)
-    buf["delta_stats"] = {"count": 0, "mean": np.zeros(obs_dim), "m2": np.zeros(obs_dim)}
-    return buf
+    return {"s": np.zeros((capacity, obs_dim), np.float32), "a": np.zeros(capacity, np.int64),
+            "r": np.zeros(capacity, np.float32), "terminated": np.zeros(capacity, np.float32),
+            "s_next": np.zeros((capacity, obs_dim), np.float32), "index": 0, "size": 0,
+            "mask": (rng.random((capacity, ensemble_size)) < 0.5).astype(np.float32),
+            "delta_stats": {"count": 0, "mean": np.zeros(obs_dim), "m2": np.zeros(obs_dim)}}
 
 def buffer_add(buf, s, a, r, s_next, terminated):
     i = buf["index"]
@@ -468,15 +467,16 @@ def train(cfg, progress=print, checkpoint=None):
                 evals = evaluate(params, cfg)
                 eval_seconds = time.perf_counter() - clock - seconds
                 row = [step, float(np.mean(evals)), seconds, *running.values(), precision_of(state)]
-                named = list(zip(HISTORY[3:], row))
-                for key, value in named:
+                for key, value in zip(HISTORY[3:], row):
                     history[key].append(value)
                 write_row(row)  # the log's row, then the same numbers as a progress line
-                line = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in named]
-                progress(" | ".join(line))
+                line = " | ".join(f"{k} {v:.4g}" for k, v in zip(HISTORY[4:], row[1:]))
+                progress(f"eval_step {step} | {line}")
                 if cfg.save:
                     save_checkpoint(cfg.save, cfg, step, state, buf)
-    except KeyboardInterrupt:  # the last checkpoint is the last evaluation's
+    except KeyboardInterrupt:
+        if cfg.save:  # the run so far, every step's transition stored
+            save_checkpoint(cfg.save, cfg, done_steps, state, buf)
         raise StopTraining(f"interrupted at step {done_steps}", 130) from None
     finally:
         env.close()
