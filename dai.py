@@ -187,11 +187,11 @@ def ensemble_predictions(layers, prior, s, a_onehot):
     return anp.reshape(f, (x.shape[0], -1, prior["projection"].shape[1]))
 
 def scale_prior(prior, s, a_onehot):
-    """Scale the prior in place: e averages 1/2, the error of a model predicting the mean of d."""
+    """Scale the prior in place: e averages 1/2, the error of predicting the mean; K = 1: none."""
     x = np.concatenate([s, a_onehot], axis=1)
     p = mlp(prior["layers"], x).reshape(len(x), -1, prior["projection"].shape[1])  # (batch, K, d)
-    spread = np.mean(0.5 * np.sum(np.var(p, axis=1), axis=1))
-    prior["layers"][-1][0][...] *= np.sqrt(0.5 / max(spread, 1e-12))  # W; its bias is 0
+    spread = np.mean(0.5 * np.sum(np.var(p, axis=1), axis=1))  # 0 for one head
+    prior["layers"][-1][0][...] *= np.sqrt(0.5 / spread) if spread > 0 else 0.0  # W; its bias is 0
 
 def prediction_error(layers, prior, s, a_onehot, d):
     """eps_k(s, a, s') = 1/2 |d - f_k(s, a)|^2, each head's -log-likelihood of d.  (batch, K)"""

@@ -463,6 +463,7 @@ def test_the_papers_agent_is_what_its_flags_say():
     params, history = dai.train(cfg, progress=None)
     assert [len(params[net]) for net in params] == [2, 2, 2] and history["precision"] == [1.0, 1.0]
     assert all(bonus > 0 for bonus in history["epistemic_bonus"])  # lambda x eps, paid as reward
+    assert max(history["transition_loss"]) < 10  # one head has no prior: f = g, as the paper's
     assert dai.PAPER_AGENT in " ".join(
         subprocess.run(
             [sys.executable, "dai.py", "--help"], cwd=HERE, capture_output=True, text=True
