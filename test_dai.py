@@ -26,14 +26,8 @@ CORRIDOR = (
 
 def small_config(**overrides):
     """A tiny, fast configuration for tests."""
-    base = dict(
-        total_steps=600,
-        learning_starts=200,
-        hidden_size=16,
-        batch_size=16,
-        eval_every=300,
-        eval_episodes=2,
-    )
+    base = dict(total_steps=600, learning_starts=200, hidden_size=16, batch_size=16, eval_every=300,
+                eval_episodes=2)
     return dai.Config(**{**base, **overrides})
 
 
@@ -609,15 +603,8 @@ def test_unsupported_environments_are_refused(env_id, words):
 @pytest.mark.parametrize("env_id", ["Taxi-v4", "CliffWalking-v1", "FrozenLake8x8-v1", "Acrobot-v1"])
 def test_other_environments_run(env_id):
     """Discrete (one-hot) and Box observations; CliffWalking has no time limit of its own."""
-    cfg = small_config(
-        env_id=env_id,
-        total_steps=120,
-        learning_starts=40,
-        batch_size=8,
-        hidden_size=8,
-        eval_every=0,
-        eval_episodes=1,
-    )
+    cfg = small_config(env_id=env_id, total_steps=120, learning_starts=40, batch_size=8,
+                       hidden_size=8, eval_every=0, eval_episodes=1)
     _, history = dai.train(cfg, progress=None)
     assert len(history["eval_return"]) == 1 and np.isfinite(history["eval_return"][0])
     assert dai.make_env(env_id).spec.max_episode_steps is not None
