@@ -251,7 +251,7 @@ def policy_loss(layers, s, g, beta):
     return anp.mean(anp.sum(anp.exp(logq) * (logq - logp), axis=1))
 
 def polyak(target, online, tau):
-    """Gbar <- (1 - tau) Gbar + tau G, in place, for the (W, b) arrays of each layer."""
+    """Gbar <- (1 - tau) Gbar + tau G in place: per-step updates want a smooth target (added)."""
     for layer_target, layer in zip(target, online):
         for x_target, x in zip(layer_target, layer):
             x_target += tau * (x - x_target)
