@@ -232,3 +232,18 @@ def test_the_handwritten_floor_computes_dai_updates_gradient(overrides):
     written = handwritten_gradient(params, prior, target, state, batch, buf["delta_stats"], cfg)
     assert written.shape == autograd.shape == state["theta"].shape
     np.testing.assert_allclose(written, autograd, rtol=1e-4, atol=1e-6)
+
+
+def test_results_sh_runs_the_papers_agent_with_the_flags_dai_names():
+    sys.path.insert(0, os.path.join(HERE, ".."))
+    import dai
+    text = open(os.path.join(HERE, "results.sh")).read()
+    pairs = ",".join(line.split('"')[1].replace("$PAPER,", "") for line in text.splitlines()
+                     if line.startswith("PAPER="))
+    flags = dai.PAPER_AGENT.split()
+    expected = {}
+    for i, flag in enumerate(flags):
+        if flag.startswith("--"):
+            value = flags[i + 1] if i + 1 < len(flags) and not flags[i + 1].startswith("--") else "true"
+            expected[flag[2:].replace("-", "_")] = value
+    assert dict(pair.split("=") for pair in pairs.split(",")) == expected
