@@ -382,7 +382,7 @@ def update(params, prior, target, state, batch, delta_stats, cfg):
     losses, grads = {}, {}
     transition = (params["transition"], prior, s, a_onehot, d, batch["mask"])
     losses["transition"], grads["transition"] = value_and_grad(transition_loss)(*transition)
-    for net in EFE_NETS[: cfg.efe_nets]:  # each net towards the same y
+    for net in target:  # each EFE net towards the same y
         losses[net], grads[net] = value_and_grad(efe_loss)(params[net], s, a_onehot, y)
     beta = precision_of(state)
     losses["policy"], grads["policy"] = value_and_grad(policy_loss)(params["policy"], s, g, beta)
@@ -423,9 +423,8 @@ def train(cfg, progress=print, checkpoint=None):
     else:  # resuming: the same checkpoint, the same run
         state, buf, start = restore(checkpoint, cfg, sizes)
         rng = np.random.default_rng([cfg.seed, start])
-    efe_nets = EFE_NETS[: cfg.efe_nets]
     params, prior = param_views(state["theta"], sizes), prior_of(state, sizes)
-    target = param_views(state["target_theta"], {net: sizes[net] for net in efe_nets})
+    target = param_views(state["target_theta"], {n: sizes[n] for n in EFE_NETS if n in sizes})
     history = {key: [] for key in HISTORY}
     if start >= cfg.total_steps:  # done: evaluate it (a higher total_steps trains on)
         env.close()
@@ -460,7 +459,7 @@ def train(cfg, progress=print, checkpoint=None):
                     raise StopTraining(f"{name} became {new[name]} at step {step}{kept}", 1)
                 for key, old in running.items():
                     running[key] = new[key] if np.isnan(old) else old + 0.01 * (new[key] - old)
-                for net in efe_nets:
+                for net in target:
                     polyak(target[net], params[net], cfg.tau)
             if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.total_steps:
                 seconds = time.perf_counter() - clock - eval_seconds  # training time so far
