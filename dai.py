@@ -9,7 +9,7 @@ not in the paper, with why where it is defined; PAPER_AGENT's flags give the pap
   the change        d = ((s' - s - mu) / sigma) R         added; paper: s' - s   transition_target
   K heads           f_k(s, a) = g_k(s, a) + p_k(s, a)     added; paper: one     ensemble_predictions
   transition loss   L_T = mean 1/2 |d - f_k(s, a)|^2      paper                  transition_loss
-  epistemic term    e(s, a) = 1/2 sum_d Var_k f_k,d       added                  information_gain
+  epistemic term    e(s, a) = 1/2 sum_d log(1 + Var_k f_k,d)  added              information_gain
                     raw: eps = 1/2 |d - f(s, a)|^2        paper, paid as reward  prediction_error
   EFE heads         G_r(s, .) from r, G_e(s, .) from e    added; paper: one G    efe_values
   EFE pair          max(G1_r, G2_r), (G1_e + G2_e) / 2    added; paper: one net  pair_efe
@@ -187,7 +187,8 @@ def ensemble_predictions(layers, prior, s, a_onehot):
     return anp.reshape(f, (x.shape[0], -1, prior["projection"].shape[1]))
 
 def scale_prior(prior, s, a_onehot):
-    """Scale the prior in place: e averages 1/2, the error of predicting the mean; K = 1: none."""
+    """Scale the prior in place: 1/2 sum_d Var_k p_k,d averages 1/2, the error of predicting the
+    mean change, so e starts a little under it; K = 1: no prior."""
     x = np.concatenate([s, a_onehot], axis=1)
     p = mlp(prior["layers"], x).reshape(len(x), -1, prior["projection"].shape[1])  # (batch, K, d)
     spread = np.mean(0.5 * np.sum(np.var(p, axis=1), axis=1))  # 0 for one head
@@ -203,12 +204,12 @@ def transition_loss(layers, prior, s, a_onehot, d, mask):
     return anp.sum(mask * prediction_error(layers, prior, s, a_onehot, d)) / np.sum(mask)
 
 def information_gain(layers, prior, s, n_actions):
-    """e(s, a) for every a, (batch, n_actions): for K heads and noise s2, the information gain
-    I(s'; k) <= 1/2 sum_d log(1 + Var_k f_k,d / s2) ~ e / s2 is ~0 where they have data."""
+    """e(s, a) for every a, (batch, n_actions): the bound on the information gain about which of K
+    heads is right (unit noise); ~0 where they have data, a log where none can fit s' (a crash)."""
     s_each = np.repeat(s, n_actions, axis=0)  # (batch * n_actions, obs_dim): each s once per a
     a_each = np.tile(np.eye(n_actions, dtype=np.float32), (len(s), 1))  # one-hot a, as s_each
     f = ensemble_predictions(layers, prior, s_each, a_each)  # (batch * n_actions, K, len(d))
-    return 0.5 * np.sum(np.var(f, axis=1), axis=1).reshape(len(s), n_actions)
+    return 0.5 * np.sum(np.log1p(np.var(f, axis=1)), axis=1).reshape(len(s), n_actions)
 
 def efe_values(layers, s, n_actions):
     """(G_r(s, .), G_e(s, .)), the EFE from reward and from e. G_e is apart for its own discount,

@@ -171,8 +171,10 @@ def test_the_prior_is_scaled_so_that_the_heads_start_as_unsure_as_a_model_that_p
     untrained = [
         (0 * W, 0 * b) for W, b in p["params"]["transition"]
     ]  # the heads' spread is the prior's alone
+    f = dai.ensemble_predictions(untrained, p["prior"], p["s"], p["a_onehot"])  # (batch, K, d)
+    assert np.mean(0.5 * np.sum(np.var(f, axis=1), axis=1)) == pytest.approx(0.5, rel=1e-6)
     e = dai.information_gain(untrained, p["prior"], p["s"], 4)  # (batch, n_actions)
-    assert np.mean(e[p["a_onehot"] == 1]) == pytest.approx(0.5, rel=1e-6)
+    assert 0.25 < np.mean(e[p["a_onehot"] == 1]) < 0.5  # log(1 + v) < v
 
 
 def test_prediction_error_is_half_squared_error_of_each_head():
@@ -236,9 +238,8 @@ def test_information_gain_matches_a_plain_loop_over_states_actions_and_heads(pro
                 0
             ].reshape(k, obs_dim)
             mean = sum(f[j] for j in range(k)) / k
-            assert e[i, a] == pytest.approx(
-                0.5 * sum(np.sum((f[j] - mean) ** 2) for j in range(k)) / k, rel=1e-9
-            )
+            var = [sum((f[j][d] - mean[d]) ** 2 for j in range(k)) / k for d in range(obs_dim)]
+            assert e[i, a] == pytest.approx(0.5 * sum(np.log(1 + v) for v in var), rel=1e-9)
 
 
 def test_the_information_gain_makes_uncertain_actions_more_attractive():

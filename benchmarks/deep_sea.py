@@ -2,7 +2,7 @@
 
     python benchmarks/deep_sea.py                      # from the stored runs in benchmarks/results/
 
-Reads the histories curves.py stored for tasks:DeepSea-v0 under the labels nN_default and
+Reads the histories curves.py stored for tasks:DeepSea-v0 under the labels nN_loggain (the default) and
 nN_reward_alone (N = 10, 15, 20; seeds 0-4), prints for each the first training episode that found
 the treasure (return above 0.5), the seeds that found it, the seeds whose last evaluation holds it
 (0.9 or more), and draws the first treasure against N, a seed that never found it at its budget.
@@ -22,7 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from curves import goal_steps, read_history  # noqa: E402
 
-FORMS = {"default": "dai.py", "reward_alone": "reward alone (λ = 0)"}
+FORMS = {"loggain": "dai.py", "reward_alone": "reward alone (λ = 0)"}
 
 
 def first_treasures(out, sizes, seeds):

@@ -148,7 +148,7 @@ def test_the_noisy_corridor_shows_noise_only_on_the_tv_and_walks_like_the_corrid
 def test_deep_sea_reads_the_first_treasure_of_each_stored_run(tmp_path):
     sys.path.insert(0, HERE)
     from curves import write_history
-    for form, first in (("default", 60.0), ("reward_alone", None)):
+    for form, first in (("loggain", 60.0), ("reward_alone", None)):
         for n in (3, 4):
             episodes = [(20.0 * k, 1.0 if first is not None and 20 * k >= first else -0.01) for k in range(1, 10)]
             history = {"episode_step": [e[0] for e in episodes], "episode_return": [e[1] for e in episodes],
@@ -157,7 +157,7 @@ def test_deep_sea_reads_the_first_treasure_of_each_stored_run(tmp_path):
                                                        "entropy", "epistemic_bonus", "precision")}}
             write_history(history, str(tmp_path), "tasks:DeepSea-v0", f"n{n}_{form}", 0)
     stdout = run("deep_sea.py", "--sizes", "3", "4", "--seeds", "0", "--out", str(tmp_path))
-    assert "N 3, default: first treasure 60 | found on 1/1 | last evaluation >= 0.9 on 1/1 | budget 180" in stdout
+    assert "N 3, loggain: first treasure 60 | found on 1/1 | last evaluation >= 0.9 on 1/1 | budget 180" in stdout
     assert "N 4, reward_alone: first treasure - | found on 0/1 | last evaluation >= 0.9 on 0/1" in stdout
     assert (tmp_path / "DeepSea-v0_first_treasure.png").stat().st_size > 5_000
 
