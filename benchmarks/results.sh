@@ -40,10 +40,9 @@ $C FrozenLake-v1 $FIVE --steps 30000 --goal 0 --threshold 1 --name 8x8 \
 $P FrozenLake-v1 $FIVE --goal 0 --threshold 1 --reference 8x8_reward_alone --labels 8x8_loggain
 $C FrozenLake-v1 $FIVE --steps 20000 --goal 0 --threshold 1 --name corridor --set "$CORRIDOR" $REUSE \
     --configs corridor_loggain "corridor_reward_alone:$RA"
-$C LunarLander-v3 --seeds 0 1 2 --steps 500000 --threshold 200 --name lunar_500k $REUSE --configs loggain_500k
-$C LunarLander-v3 --seeds 0 1 2 --steps 500000 --threshold 200 --name lunar_500k_reward_alone $REUSE \
-    --configs "reward_alone_500k:$RA"
-$P LunarLander-v3 --seeds 0 1 2 --threshold 200 --reference reward_alone_500k --labels loggain_500k
+$C LunarLander-v3 --seeds 0 1 2 3 --steps 500000 --threshold 200 --name lunar_500k $REUSE \
+    --configs loggain_500k "reward_alone_500k:$RA"
+$P LunarLander-v3 --seeds 0 1 2 3 --threshold 200 --reference reward_alone_500k --labels loggain_500k
 for task in "CostlyCorridor-v0 costly" "NoisyCorridor-v0 noisy"; do
     set -- $task
     $C "tasks:$1" $FIVE --steps 20000 --goal 0 --threshold 0.98 --name "$2" $REUSE --configs loggain "reward_alone:$RA"
